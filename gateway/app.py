@@ -1,0 +1,136 @@
+"""The application factory: settings in, a FastAPI app out, every part wired once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from authlib.oauth2.rfc6749 import OAuth2Error
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from gateway.config import Settings
+from gateway.consent import ConsentService
+from gateway.errors import BrowserError
+from gateway.oidc import bridge
+from gateway.oidc.clients import ShopRegistry
+from gateway.oidc.context import ProviderContext
+from gateway.oidc.endpoints import build_router
+from gateway.oidc.flow import AuthorizationFlow
+from gateway.oidc.server import ProviderServer
+from gateway.oidc.sessions import LoginSessions, PendingRequests
+from gateway.oidc.tokens import TokenService
+from gateway.store import Store, open_store
+from gateway.telemetry import Metrics, TelemetryMiddleware
+from gateway.upstream import Connector, IdentityService
+from gateway.upstream.demo import DemoConnector, DemoProvider
+from gateway.upstream.logins import UpstreamLogins
+from gateway.vault import SigningKeyRing, load_or_create_secret
+from gateway.web import Renderer, WebContext, build_pages_router
+from gateway.web.rendering import TEMPLATES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Gateway:
+    """Everything the app holds, for the CLI and tests to reach."""
+
+    settings: Settings
+    store: Store
+    provider: ProviderContext
+    server: ProviderServer
+    metrics: Metrics
+
+
+def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
+    """Open the store and load keys and shops; raises ConfigError on anything invalid."""
+    store = store or open_store(settings)
+    ring = SigningKeyRing(settings.keys_dir).load_or_create()
+    shops = ShopRegistry.load(settings.policies_dir, settings.keys_dir, settings.signing_alg)
+    provider = ProviderContext(
+        settings=settings,
+        store=store,
+        signing_keys=ring,
+        shops=shops,
+        tokens=TokenService(store, code_ttl=settings.code_ttl,
+                            access_ttl=settings.access_token_ttl,
+                            refresh_ttl=settings.refresh_token_ttl),
+        sessions=LoginSessions(store, settings.session_ttl),
+        pending=PendingRequests(store, settings.authorize_request_ttl),
+        consents=ConsentService(store),
+        identities=IdentityService(store, load_or_create_secret(settings.keys_dir, "link")),
+        pairwise_secret=load_or_create_secret(settings.keys_dir, "pairwise"),
+    )
+    return Gateway(settings, store, provider, ProviderServer(provider), Metrics())
+
+
+def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+    gateway = build_gateway(settings, store)
+    owns_store = store is None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owns_store:
+            gateway.store.close()
+
+    app = FastAPI(title="Consent Gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+    app.state.gateway = gateway
+    provider = gateway.provider
+
+    connectors: dict[str, Connector] = {}
+    demo_provider = None
+    if settings.demo:
+        # Demo mode only: a simulated provider anyone can sign in to as anyone.
+        log.warning("DEMO MODE: the built-in demo sign-in is enabled; never use in production")
+        demo_provider = DemoProvider(gateway.store)
+        connectors["demo"] = DemoConnector(gateway.store, provider.endpoint("/demo-idp/authorize"))
+
+    flow = AuthorizationFlow(provider, gateway.server)
+    renderer = Renderer()
+    web = WebContext(
+        provider=provider, server=gateway.server, flow=flow,
+        logins=UpstreamLogins(gateway.store, connectors, settings.issuer),
+        renderer=renderer, csrf_secret=load_or_create_secret(settings.keys_dir, "csrf"),
+        demo=demo_provider,
+    )
+    app.include_router(build_router(provider, gateway.server, flow))
+    app.include_router(build_pages_router(web))
+    app.mount("/static", StaticFiles(directory=TEMPLATES.parent / "static"), name="static")
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        healthy = await bridge.in_worker(gateway.store.ping)
+        return JSONResponse({"status": "ok" if healthy else "unavailable", "redis": healthy},
+                            status_code=200 if healthy else 503)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(BrowserError)
+    async def browser_error(request: Request, error: BrowserError) -> Response:
+        return renderer.page(request, "error.html", status_code=error.status_code,
+                             error=error.error, message=error.description, back_url=None)
+
+    @app.exception_handler(OAuth2Error)
+    async def oauth_error(_: Request, error: OAuth2Error) -> Response:
+        return bridge.error_response(error)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> Response:
+        # The details go to the log (type only: messages may quote input); the client
+        # learns nothing about the internals.
+        log.error("unhandled error", extra={"route": request.url.path, "error": type(error).__name__},
+                  exc_info=error)
+        return JSONResponse({"error": "server_error"}, status_code=500)
+
+    app.add_middleware(TelemetryMiddleware, metrics=gateway.metrics)
+    return app

@@ -1,0 +1,149 @@
+"""``gateway serve | demo | keys … | shops …``: thin wrappers over the services."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from gateway.config import Settings, load_settings
+from gateway.errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def one_line_errors(function: F) -> F:
+    """Configuration problems end the command with one clear line, not a traceback."""
+
+    @wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except ConfigError as error:
+            click.echo(f"gateway: {error}", err=True)
+            sys.exit(2)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+def main() -> None:
+    """Consent Gateway: an OpenID provider that releases only what people consent to."""
+
+
+def _serve(settings: Settings, host: str, port: int, extra: list[Any] | None = None) -> None:
+    import uvicorn
+
+    from gateway.app import create_app
+    from gateway.telemetry import configure_logging
+
+    configure_logging(settings.log_level)
+    app = create_app(settings)
+    servers = [uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_config=None,
+                                             proxy_headers=True, server_header=False))]
+    servers += extra or []
+
+    async def run_all() -> None:
+        await asyncio.gather(*(server.serve() for server in servers))
+
+    asyncio.run(run_all())
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@one_line_errors
+def serve(host: str, port: int) -> None:
+    """Run the gateway with the configured settings."""
+    _serve(load_settings(), host, port)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--shop-port", default=8001, show_default=True, type=int)
+@one_line_errors
+def demo(host: str, port: int, shop_port: int) -> None:
+    """Run the gateway in demo mode with an embedded Redis and the demo shop."""
+    import uvicorn
+
+    from gateway.demoshop import DEMO_SHOP_ID, create_demo_shop
+    from gateway.oidc.clients import issue_client_secret
+
+    issuer = f"http://{host}:{port}"
+    settings = load_settings(demo=True, issuer=issuer)
+    secret = issue_client_secret(settings.keys_dir, DEMO_SHOP_ID)
+    shop_url = f"http://{host}:{shop_port}"
+    shop_app = create_demo_shop(issuer=issuer, base_url=shop_url, client_secret=secret)
+    shop_server = uvicorn.Server(uvicorn.Config(shop_app, host=host, port=shop_port,
+                                                log_config=None, server_header=False))
+    click.echo("Consent Gateway demo (demo mode: fictional people, never use in production)")
+    click.echo(f"  open the demo shop:   {shop_url}/")
+    click.echo(f"  gateway discovery:    {issuer}/.well-known/openid-configuration")
+    click.echo(f"  redis:                {'embedded, data in ' + str(settings.data_dir) if settings.uses_embedded_redis else settings.redis_url}")
+    _serve(settings, host, port, extra=[shop_server])
+
+
+@main.group()
+def keys() -> None:
+    """Signing keys in keys/signing."""
+
+
+@keys.command("list")
+@one_line_errors
+def keys_list() -> None:
+    """Show the signing keys and their states."""
+    from gateway.vault import SigningKeyRing
+
+    ring = SigningKeyRing(load_settings().keys_dir).load_or_create()
+    for entry in ring.entries():
+        until = f" until {entry.retire_after}" if entry.retire_after else ""
+        click.echo(f"{entry.kid}  {entry.alg}  {entry.state}{until}")
+
+
+@keys.command("rotate")
+@click.option("--alg", type=click.Choice(["ES256", "RS256"]), default="ES256", show_default=True)
+@one_line_errors
+def keys_rotate(alg: str) -> None:
+    """Make a new primary key; the old one stays in the JWKS until its tokens expire."""
+    from gateway.vault import SigningKeyRing
+
+    settings = load_settings()
+    ring = SigningKeyRing(settings.keys_dir).load_or_create()
+    entry = ring.rotate(alg, overlap_seconds=settings.id_token_ttl)  # type: ignore[arg-type]
+    click.echo(f"new primary {entry.alg} key {entry.kid}")
+
+
+@main.group()
+def shops() -> None:
+    """Shops declared in policies/shops."""
+
+
+@shops.command("list")
+@one_line_errors
+def shops_list() -> None:
+    from gateway.oidc.clients import ShopRegistry
+
+    settings = load_settings()
+    for shop in ShopRegistry.load(settings.policies_dir, settings.keys_dir, settings.signing_alg):
+        click.echo(f"{shop.client_id}  {shop.config.token_endpoint_auth_method}  {shop.config.name}")
+
+
+@shops.command("secret")
+@click.argument("client_id")
+@one_line_errors
+def shops_secret(client_id: str) -> None:
+    """Draw a new client secret; it is printed once and only its digest is kept."""
+    from gateway.oidc.clients import ShopRegistry, issue_client_secret
+
+    settings = load_settings()
+    shop = ShopRegistry.load(settings.policies_dir, settings.keys_dir, settings.signing_alg).get(client_id)
+    if shop is None:
+        raise ConfigError(f"no shop with client_id {client_id!r} in {settings.policies_dir}/shops")
+    if shop.config.is_public:
+        raise ConfigError(f"shop {client_id!r} is a public client (token_endpoint_auth_method: none)")
+    click.echo(issue_client_secret(settings.keys_dir, client_id))

@@ -1,0 +1,242 @@
+"""Shops (OAuth clients), declared one YAML file per shop under ``policies/shops/``.
+
+A shop's secret is never in its file: ``gateway shops secret CLIENT_ID`` draws a random
+256-bit secret, prints it once and keeps only its SHA-256 digest in
+``keys/shops/<client_id>.sha256``. High-entropy secrets need no slow password hash; the
+digest is compared in constant time (DESIGN.md, "Client secrets").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx2 as httpx
+import yaml
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.config.settings import is_loopback_host
+from gateway.errors import ConfigError
+from gateway.vault.files import write_private_file
+
+AuthMethod = Literal["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
+SUPPORTED_SCOPES = ("openid", "profile", "email", "phone", "address")
+CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
+JWKS_URI_CACHE_SECONDS = 300
+
+
+def _check_redirect_uri(uri: str) -> str:
+    # RFC 9700 §2.1: redirect URIs are compared exactly, so they must be complete and
+    # unambiguous: absolute, https (http only on loopback), no fragment (RFC 6749 §3.1.2).
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"redirect URI {uri!r} must be an absolute https URL")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError(f"redirect URI {uri!r} must use https (http only on loopback)")
+    if parts.fragment:
+        raise ValueError(f"redirect URI {uri!r} must not have a fragment")
+    return uri
+
+
+class ShopConfig(BaseModel):
+    """The protocol part of a shop's file (the consent part is added by the policy issue)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    client_id: str = Field(pattern=CLIENT_ID_PATTERN)
+    name: str = Field(min_length=1, max_length=100)
+    name_zh: str | None = Field(default=None, max_length=100)
+    contact: str | None = Field(default=None, max_length=200)
+    redirect_uris: list[str] = Field(min_length=1)
+    post_logout_redirect_uris: list[str] = Field(default_factory=list)
+    token_endpoint_auth_method: AuthMethod = "client_secret_basic"
+    grant_types: list[Literal["authorization_code", "refresh_token"]] = Field(
+        default_factory=lambda: ["authorization_code", "refresh_token"]
+    )
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile"])
+    id_token_signed_response_alg: Literal["ES256", "RS256"] | None = None
+    jwks: dict[str, Any] | None = None
+    jwks_uri: str | None = None
+    sector_identifier_uri: str | None = None
+
+    @field_validator("redirect_uris", "post_logout_redirect_uris")
+    @classmethod
+    def _uris_are_exact(cls, uris: list[str]) -> list[str]:
+        return [_check_redirect_uri(uri) for uri in uris]
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes_are_known(cls, scopes: list[str]) -> list[str]:
+        unknown = sorted(set(scopes) - set(SUPPORTED_SCOPES))
+        if unknown:
+            raise ValueError(f"unknown scopes {unknown}; supported: {list(SUPPORTED_SCOPES)}")
+        if "openid" not in scopes:
+            raise ValueError("scopes must include 'openid'")
+        return scopes
+
+    @field_validator("jwks")
+    @classmethod
+    def _jwks_parses(cls, jwks: dict[str, Any] | None) -> dict[str, Any] | None:
+        if jwks is not None:
+            try:
+                KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+            except (JoseError, ValueError, TypeError, KeyError) as error:
+                raise ValueError(f"jwks is not a valid JWK Set: {error}") from None
+        return jwks
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ShopConfig:
+        if self.token_endpoint_auth_method == "private_key_jwt" and not (self.jwks or self.jwks_uri):
+            raise ValueError("private_key_jwt needs 'jwks' or 'jwks_uri'")
+        if self.jwks and self.jwks_uri:
+            raise ValueError("give either 'jwks' or 'jwks_uri', not both")
+        if self.jwks_uri and urlsplit(self.jwks_uri).scheme != "https":
+            raise ValueError("jwks_uri must use https")
+        if self.sector_identifier_uri is None and len(self.redirect_hosts) > 1:
+            # OIDC Core §8.1: redirect URIs on several hosts need a sector_identifier_uri,
+            # or the pairwise subject would differ between them.
+            raise ValueError("redirect URIs span several hosts: set sector_identifier_uri")
+        return self
+
+    @property
+    def redirect_hosts(self) -> set[str]:
+        return {urlsplit(uri).hostname or "" for uri in self.redirect_uris}
+
+    @property
+    def sector(self) -> str:
+        """The pairwise-subject sector (OIDC Core §8.1)."""
+        if self.sector_identifier_uri:
+            return urlsplit(self.sector_identifier_uri).hostname or self.sector_identifier_uri
+        return next(iter(self.redirect_hosts))
+
+    @property
+    def is_public(self) -> bool:
+        return self.token_endpoint_auth_method == "none"
+
+
+def secret_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class Shop:
+    """A shop as authlib's ``ClientMixin`` sees it."""
+
+    def __init__(self, config: ShopConfig, keys_dir: Path, default_alg: str) -> None:
+        self.config = config
+        self.client_id = config.client_id
+        self.id_token_signed_response_alg = config.id_token_signed_response_alg or default_alg
+        self._secret_file = keys_dir / "shops" / f"{config.client_id}.sha256"
+        self._jwks_cache: tuple[float, KeySet] | None = None
+        self.client_metadata: dict[str, Any] = {
+            "post_logout_redirect_uris": list(config.post_logout_redirect_uris),
+        }
+
+    def __repr__(self) -> str:
+        return f"Shop({self.client_id!r})"
+
+    # authlib ClientMixin ------------------------------------------------------------
+
+    def get_client_id(self) -> str:
+        return self.client_id
+
+    def get_default_redirect_uri(self) -> None:
+        return None  # OIDC Core §3.1.2.1: redirect_uri is required on every request
+
+    def get_allowed_scope(self, scope: str | None) -> str:
+        requested = (scope or "").split()
+        return " ".join(s for s in dict.fromkeys(requested) if s in self.config.scopes)
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirect_uri in self.config.redirect_uris
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        try:
+            stored = self._secret_file.read_text().strip()
+        except OSError:
+            return False  # no secret issued yet: nothing can match
+        return hmac.compare_digest(stored, secret_digest(client_secret))
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        if method != self.config.token_endpoint_auth_method:
+            return False
+        # RFC 7662 §2.1: introspection callers must be authorised; a public client has
+        # nothing to prove who it is with.
+        return not (endpoint == "introspection" and self.config.is_public)
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.config.grant_types
+
+    # keys for private_key_jwt ---------------------------------------------------------
+
+    def public_keys(self) -> KeySet:
+        """The shop's JWK Set, from its file or fetched from ``jwks_uri`` (cached)."""
+        if self.config.jwks is not None:
+            return KeySet.import_key_set(self.config.jwks)  # type: ignore[arg-type]
+        now = time.monotonic()
+        if self._jwks_cache and now - self._jwks_cache[0] < JWKS_URI_CACHE_SECONDS:
+            return self._jwks_cache[1]
+        jwks_uri = self.config.jwks_uri or ""
+        response = httpx.get(jwks_uri, timeout=5.0, follow_redirects=False)
+        response.raise_for_status()
+        key_set = KeySet.import_key_set(response.json())
+        self._jwks_cache = (now, key_set)
+        return key_set
+
+
+class ShopRegistry:
+    """All shops, loaded once from ``policies/shops/*.yaml``."""
+
+    def __init__(self, shops: dict[str, Shop]) -> None:
+        self._shops = shops
+
+    @classmethod
+    def load(cls, policies_dir: Path, keys_dir: Path, default_alg: str) -> ShopRegistry:
+        shops: dict[str, Shop] = {}
+        for path in sorted((policies_dir / "shops").glob("*.y*ml")):
+            config = load_shop_file(path)
+            if config.client_id in shops:
+                raise ConfigError(f"invalid shop file {path}: duplicate client_id {config.client_id}")
+            shops[config.client_id] = Shop(config, keys_dir, default_alg)
+        return cls(shops)
+
+    def get(self, client_id: str | None) -> Shop | None:
+        if not isinstance(client_id, str):
+            return None
+        return self._shops.get(client_id)
+
+    def __iter__(self) -> Any:
+        return iter(self._shops.values())
+
+    def __len__(self) -> int:
+        return len(self._shops)
+
+
+def load_shop_file(path: Path) -> ShopConfig:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        raise ConfigError(f"invalid shop file {path}: {error}".replace("\n", " ")) from None
+    try:
+        return ShopConfig.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "file"
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"invalid shop file {path}: {where}: {message}") from None
+
+
+def issue_client_secret(keys_dir: Path, client_id: str) -> str:
+    """Draw a new secret for ``client_id``, keep its digest, and return it (shown once)."""
+    secret = secrets.token_urlsafe(32)
+    write_private_file(keys_dir / "shops" / f"{client_id}.sha256", secret_digest(secret).encode())
+    return secret

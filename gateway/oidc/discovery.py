@@ -1,0 +1,47 @@
+"""Provider metadata: OpenID Connect Discovery 1.0 §3 and RFC 8414 §2."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.oidc.clients import SUPPORTED_SCOPES
+from gateway.oidc.server import ASSERTION_ALGORITHMS, TOKEN_AUTH_METHODS
+
+SIGNING_ALGORITHMS = ["ES256", "RS256"]
+
+
+def provider_metadata(issuer: str) -> dict[str, Any]:
+    return {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/authorize",
+        "token_endpoint": f"{issuer}/token",
+        "userinfo_endpoint": f"{issuer}/userinfo",
+        "jwks_uri": f"{issuer}/jwks",
+        "revocation_endpoint": f"{issuer}/revoke",
+        "introspection_endpoint": f"{issuer}/introspect",
+        "end_session_endpoint": f"{issuer}/logout",
+        "scopes_supported": list(SUPPORTED_SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": SIGNING_ALGORITHMS,
+        "token_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+        "revocation_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": [
+            m for m in TOKEN_AUTH_METHODS if m != "none"
+        ],
+        "code_challenge_methods_supported": ["S256"],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "claims_supported": [
+            "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "amr",
+            "nickname", "picture", "gender", "birthdate", "email", "email_verified",
+            "phone_number", "phone_number_verified", "address",
+        ],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+        "ui_locales_supported": ["zh-CN", "en"],
+    }

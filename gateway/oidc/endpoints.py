@@ -1,0 +1,110 @@
+"""The shop-facing HTTP endpoints of the OpenID provider."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc6749 import OAuth2Error
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.errors import BrowserError
+from gateway.oidc import bridge
+from gateway.oidc.context import ProviderContext
+from gateway.oidc.discovery import provider_metadata
+from gateway.oidc.flow import AuthorizationFlow, ErrorPage, Outcome
+from gateway.oidc.server import ProviderServer
+from gateway.oidc.sessions import BROWSER_COOKIE, SESSION_COOKIE
+from gateway.oidc.tokens import new_secret
+from gateway.oidc.userinfo import userinfo_response
+
+COOKIE_OPTIONS: dict[str, Any] = {"secure": True, "httponly": True, "samesite": "lax", "path": "/"}
+
+
+def browser_id(request: Request) -> tuple[str, bool]:
+    """The browser-binding cookie value, and whether it must be set on the response."""
+    value = request.cookies.get(BROWSER_COOKIE)
+    if value and 20 <= len(value) <= 64:
+        return value, False
+    return new_secret(), True
+
+
+def outcome_response(outcome: Outcome, browser: str, set_browser: bool) -> Response:
+    if isinstance(outcome, ErrorPage):
+        raise BrowserError(outcome.error, outcome.description)
+    response = bridge.redirect(outcome.location)
+    if set_browser:
+        response.set_cookie(BROWSER_COOKIE, browser, **COOKIE_OPTIONS)
+    return response
+
+
+def build_router(ctx: ProviderContext, server: ProviderServer, flow: AuthorizationFlow) -> APIRouter:
+    router = APIRouter()
+    metadata = provider_metadata(ctx.issuer)
+    limit = ctx.settings.max_body_bytes
+
+    @router.get("/.well-known/openid-configuration")
+    @router.get("/.well-known/oauth-authorization-server")
+    async def discovery() -> JSONResponse:
+        return JSONResponse(metadata, headers={"Cache-Control": "public, max-age=3600"})
+
+    @router.get("/jwks")
+    async def jwks() -> JSONResponse:
+        return JSONResponse(ctx.signing_keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+    @router.api_route("/authorize", methods=["GET", "POST"])
+    async def authorize(request: Request) -> Response:
+        try:
+            params = bridge.query_fields(request) + await bridge.read_form(request, limit)
+        except OAuth2Error as error:
+            raise BrowserError(error.error, error.get_error_description() or "") from None
+        browser, set_browser = browser_id(request)
+        person = await bridge.in_worker(ctx.sessions.find, request.cookies.get(SESSION_COOKIE))
+        outcome = await bridge.in_worker(flow.start, params, person, browser)
+        return outcome_response(outcome, browser, set_browser)
+
+    @router.get("/authorize/continue")
+    async def authorize_continue(request: Request) -> Response:
+        browser, set_browser = browser_id(request)
+        person = await bridge.in_worker(ctx.sessions.find, request.cookies.get(SESSION_COOKIE))
+        request_id = request.query_params.get("request", "")
+        outcome = await bridge.in_worker(flow.resume, request_id, person, browser)
+        return outcome_response(outcome, browser, set_browser)
+
+    @router.post("/token")
+    async def token(request: Request) -> Response:
+        try:
+            oauth_request = await bridge.provider_request(request, ctx.endpoint("/token"), limit)
+        except OAuth2Error as error:
+            return bridge.error_response(error)
+        return bridge.to_response(await bridge.in_worker(server.create_token_response, oauth_request))
+
+    @router.post("/revoke")
+    async def revoke(request: Request) -> Response:
+        return await _endpoint(request, "revocation", "/revoke")
+
+    @router.post("/introspect")
+    async def introspect(request: Request) -> Response:
+        return await _endpoint(request, "introspection", "/introspect")
+
+    async def _endpoint(request: Request, name: str, path: str) -> Response:
+        try:
+            oauth_request = await bridge.provider_request(request, ctx.endpoint(path), limit)
+        except OAuth2Error as error:
+            return bridge.error_response(error)
+        result = await bridge.in_worker(server.create_endpoint_response, name, oauth_request)
+        return bridge.to_response(result)
+
+    @router.api_route("/userinfo", methods=["GET", "POST"])
+    async def userinfo(request: Request) -> Response:
+        try:
+            form = dict(await bridge.read_form(request, limit))
+        except OAuth2Error as error:
+            return bridge.error_response(error)
+        result = await bridge.in_worker(
+            userinfo_response, ctx, request.headers.get("authorization"), form.get("access_token")
+        )
+        return bridge.to_response(result)
+
+    return router

@@ -1,0 +1,139 @@
+"""The authorization endpoint's decisions, framework-free.
+
+``/authorize`` validates the request with authlib, then either answers the shop at once
+(code or error, always with ``iss`` per RFC 9207), or parks the request and sends the person
+to sign in or to the consent screen; those pages come back through :meth:`resume`.
+Errors go back to the shop only when the client and its redirect URI are known and valid
+(RFC 6749 §4.1.2.1); otherwise the person gets an error page and nobody is redirected.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from authlib.common.urls import add_params_to_uri
+from authlib.oauth2.rfc6749 import AccessDeniedError, OAuth2Error
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+
+from gateway.oidc.context import ProviderContext
+from gateway.oidc.server import ProviderRequest, ProviderServer
+from gateway.oidc.sessions import PendingRequest, Person
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorPage:
+    error: str
+    description: str
+
+
+Outcome = Redirect | ErrorPage
+
+
+class TemporarilyUnavailableError(OAuth2Error):  # type: ignore[misc]
+    """RFC 6749 §4.1.2.1: the server (here: the upstream provider) cannot answer now."""
+
+    error = "temporarily_unavailable"
+
+
+class AuthorizationFlow:
+    def __init__(self, ctx: ProviderContext, server: ProviderServer) -> None:
+        self.ctx = ctx
+        self.server = server
+
+    def _request(self, params: list[tuple[str, str]]) -> ProviderRequest:
+        return ProviderRequest("GET", self.ctx.endpoint("/authorize"), {}, params, [])
+
+    def _error(self, error: OAuth2Error, state: str | None) -> Outcome:
+        if error.redirect_uri:
+            error.state = state
+            _, _, headers = error()
+            return Redirect(self._with_issuer(dict(headers)["Location"]))
+        log.info("authorization request refused", extra={"error": error.error})
+        return ErrorPage(error.error, error.get_error_description() or "")
+
+    def _with_issuer(self, location: str) -> str:
+        return str(add_params_to_uri(location, [("iss", self.ctx.issuer)]))
+
+    def start(self, params: list[tuple[str, str]], person: Person | None, browser: str) -> Outcome:
+        """Handle a fresh ``/authorize`` request."""
+        return self._decide(params, person, browser, pending=None, request_id=None)
+
+    def resume(self, request_id: str, person: Person | None, browser: str) -> Outcome:
+        """Continue a parked request after sign-in or consent."""
+        pending = self.ctx.pending.find(request_id, browser)
+        if pending is None:
+            return ErrorPage("invalid_request", "This sign-in has expired. Start again from the shop.")
+        return self._decide(list(pending.params.items()), person, browser, pending, request_id)
+
+    def deny(self, request_id: str, person: Person | None, browser: str,
+             error: type[OAuth2Error] = AccessDeniedError) -> Outcome:
+        """The person declined (or upstream failed): the shop gets ``error``."""
+        pending = self.ctx.pending.find(request_id, browser)
+        if pending is None:
+            return ErrorPage("invalid_request", "This sign-in has expired. Start again from the shop.")
+        self.ctx.pending.finish(request_id)
+        request = self._request(list(pending.params.items()))
+        try:
+            grant = self.server.get_consent_grant(request, end_user=person)
+        except OAuth2Error as error:
+            return self._error(error, pending.params.get("state"))
+        return self._error(error(redirect_uri=grant.redirect_uri), pending.params.get("state"))
+
+    def _decide(self, params: list[tuple[str, str]], person: Person | None, browser: str,
+                pending: PendingRequest | None, request_id: str | None) -> Outcome:
+        request = self._request(params)
+        state = request.payload.state
+        try:
+            grant = self.server.get_consent_grant(request, end_user=person)
+        except OAuth2Error as error:
+            return self._error(error, state)
+        data = request.payload.data
+        prompts = set(str(data.get("prompt", "")).split())
+        parked_at = pending.created if pending else int(time.time()) + 1
+
+        if person is None or self._needs_login(data, prompts, person, parked_at):
+            if "none" in prompts:
+                return self._error(LoginRequiredError(redirect_uri=grant.redirect_uri), state)
+            request_id = request_id or self.ctx.pending.park(dict(params), browser)
+            return Redirect(f"/login?{urlencode({'request': request_id})}")
+
+        requested = set((request.scope or "").split()) - {"openid"}
+        consent = self.ctx.consents.find(person.id, grant.client.client_id)
+        fresh_consent = consent is not None and consent.granted_at >= parked_at
+        if consent is None or not consent.covers(requested) or ("consent" in prompts and not fresh_consent):
+            if "none" in prompts:
+                return self._error(ConsentRequiredError(redirect_uri=grant.redirect_uri), state)
+            request_id = request_id or self.ctx.pending.park(dict(params), browser)
+            return Redirect(f"/consent?{urlencode({'request': request_id})}")
+
+        status, body, headers = self.server.create_authorization_response(
+            request, grant_user=person, grant=grant
+        )
+        if request_id:
+            self.ctx.pending.finish(request_id)
+        location = dict(headers).get("Location")
+        if status != 302 or not location:
+            return ErrorPage(str(dict(body).get("error", "server_error")), "")
+        return Redirect(self._with_issuer(location))
+
+    @staticmethod
+    def _needs_login(data: dict[str, str], prompts: set[str], person: Person, parked_at: int) -> bool:
+        signed_in_since_parked = person.auth_time >= parked_at
+        if "login" in prompts and not signed_in_since_parked:
+            return True
+        max_age = data.get("max_age")
+        if max_age is not None:
+            if not max_age.isdigit():
+                return True
+            return time.time() - person.auth_time > int(max_age) and not signed_in_since_parked
+        return False

@@ -1,0 +1,385 @@
+"""authlib's AuthorizationServer and grants, configured for the gateway.
+
+Framework-free: requests come in as :class:`ProviderRequest` (built once by the bridge) and
+responses leave as plain ``(status, body, headers)`` tuples. authlib is synchronous, so the
+bridge runs these calls in a worker thread, and the hooks below use the synchronous Redis
+client directly (docs/architecture.md, "The authlib bridge").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from authlib.oauth2 import AuthorizationServer
+from authlib.oauth2.rfc6749 import (
+    InvalidClientError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Payload,
+    OAuth2Request,
+    grants,
+)
+from authlib.oauth2.rfc6750 import BearerTokenGenerator
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oidc.core import OpenIDCode
+from authlib.oidc.core.grants.util import create_half_hash
+from authlib.oidc.rpinitiated import EndSessionEndpoint
+from joserfc import jwt
+from joserfc.errors import JoseError
+
+from gateway.oidc.clients import SUPPORTED_SCOPES, Shop
+from gateway.oidc.context import ProviderContext
+from gateway.oidc.sessions import Person
+from gateway.oidc.tokens import AuthorizationCode, TokenRecord, new_family, new_secret
+
+log = logging.getLogger(__name__)
+
+TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+ASSERTION_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
+JSON_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
+                ("Pragma", "no-cache")]
+Response = tuple[int, Any, list[tuple[str, str]]]
+
+
+class ProviderPayload(OAuth2Payload):  # type: ignore[misc]
+    def __init__(self, fields: list[tuple[str, str]]) -> None:
+        self._datalist: defaultdict[str, list[str]] = defaultdict(list)
+        for name, value in fields:
+            self._datalist[name].append(value)
+        self._data = {name: values[0] for name, values in self._datalist.items()}
+
+    @property
+    def data(self) -> dict[str, str]:
+        return self._data
+
+    @property
+    def datalist(self) -> defaultdict[str, list[str]]:
+        return self._datalist
+
+
+class ProviderRequest(OAuth2Request):  # type: ignore[misc]
+    """An HTTP request as authlib wants it: method, URL, headers, query and form fields."""
+
+    def __init__(self, method: str, uri: str, headers: Mapping[str, str],
+                 query: list[tuple[str, str]], form: list[tuple[str, str]]) -> None:
+        super().__init__(method, uri, headers=headers)
+        self._args = ProviderPayload(query).data
+        self._form = ProviderPayload(form).data
+        self.payload = ProviderPayload(query + form)
+
+    @property
+    def args(self) -> dict[str, str]:
+        return self._args
+
+    @property
+    def form(self) -> dict[str, str]:
+        return self._form
+
+
+# -- authorization code ----------------------------------------------------------------
+
+
+class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
+    """PKCE with S256 only, on every authorization request (RFC 9700 §2.1.1, RFC 7636)."""
+
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    CODE_CHALLENGE_METHODS = {"S256": CodeChallenge.CODE_CHALLENGE_METHODS["S256"]}
+
+    def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
+        data = grant.request.payload.data
+        if not data.get("code_challenge"):
+            raise InvalidRequestError("PKCE is required: missing 'code_challenge'.")
+        if data.get("code_challenge_method") != "S256":
+            raise InvalidRequestError("'code_challenge_method' must be S256.")
+        super().validate_code_challenge(grant, redirect_uri)
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
+
+    @property
+    def ctx(self) -> ProviderContext:
+        return self.server.ctx  # type: ignore[no-any-return]
+
+    @staticmethod
+    def validate_authorization_redirect_uri(request: OAuth2Request, client: Shop) -> str:
+        # OIDC Core §3.1.2.1: redirect_uri is required; RFC 9700 §2.1: exact match. The
+        # description never echoes the URI (it may hold characters not allowed there).
+        redirect_uri = request.payload.redirect_uri
+        if not redirect_uri:
+            raise InvalidRequestError("Missing 'redirect_uri'.")
+        if not client.check_redirect_uri(redirect_uri):
+            raise InvalidRequestError("The 'redirect_uri' is not registered for this client.")
+        return str(redirect_uri)
+
+    def validate_authorization_request(self) -> str:
+        redirect_uri: str = super().validate_authorization_request()
+        if "openid" not in (self.request.scope or "").split():
+            raise InvalidScopeError("The scope must include 'openid'.", redirect_uri=redirect_uri)
+        return redirect_uri
+
+    def generate_authorization_code(self) -> str:
+        return new_secret()
+
+    def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
+        person: Person = request.user
+        data = request.payload.data
+        self.ctx.tokens.save_code(code, AuthorizationCode(
+            client_id=request.client.client_id,
+            person_id=person.id,
+            redirect_uri=data["redirect_uri"],
+            scope=request.scope,
+            family=new_family(),
+            auth_time=person.auth_time,
+            nonce=data.get("nonce"),
+            code_challenge=data.get("code_challenge"),
+            code_challenge_method=data.get("code_challenge_method"),
+            amr=list(person.amr),
+        ))
+
+    def query_authorization_code(self, code: str, client: Shop) -> AuthorizationCode | None:
+        record = self.ctx.tokens.consume_code(code)
+        if record is None:
+            log.info("code rejected", extra={"reason": "unknown, expired or replayed",
+                                             "client_id": client.client_id})
+            return None
+        if record.client_id != client.client_id:
+            log.info("code rejected", extra={"reason": "issued to another client",
+                                             "client_id": client.client_id})
+            return None
+        return record
+
+    def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
+        """Nothing to do: :meth:`query_authorization_code` already took the code atomically."""
+
+    def authenticate_user(self, authorization_code: AuthorizationCode) -> Person:
+        return Person(authorization_code.person_id, authorization_code.auth_time,
+                      list(authorization_code.amr))
+
+
+class GatewayOpenIDCode(OpenIDCode):  # type: ignore[misc]
+    """ID tokens: who and when, signed by the key ring; no profile claims (see claims.py)."""
+
+    def __init__(self, ctx: ProviderContext) -> None:
+        super().__init__(require_nonce=False)
+        self.ctx = ctx
+
+    def exists_nonce(self, nonce: str, request: OAuth2Request) -> bool:
+        # Nonce replay is the relying party's check (OIDC Core §3.1.3.7 step 11); the
+        # provider only carries the value into the ID token.
+        return False
+
+    def generate_user_info(self, user: Person, scope: str) -> dict[str, Any]:
+        return {}
+
+    def encode_id_token(self, token: dict[str, Any], request: OAuth2Request) -> str:
+        shop: Shop = request.client
+        alg = shop.id_token_signed_response_alg
+        now = int(time.time())
+        code: AuthorizationCode = request.authorization_code
+        claims: dict[str, Any] = {
+            "iss": self.ctx.issuer,
+            "sub": self.ctx.subject_for(shop, request.user.id),
+            "aud": shop.client_id,
+            "iat": now,
+            "exp": now + self.ctx.settings.id_token_ttl,
+            "auth_time": code.auth_time,
+        }
+        claims.update(self.get_authorization_code_claims(code))
+        at_hash = create_half_hash(token["access_token"], alg)
+        claims["at_hash"] = at_hash.decode()
+        return self.ctx.signing_keys.sign(claims, alg)
+
+
+# -- refresh token ---------------------------------------------------------------------
+
+
+class RotatingRefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
+    """Refresh with rotation: each refresh token works once; a replay ends the family."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS = TOKEN_AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True
+
+    @property
+    def ctx(self) -> ProviderContext:
+        return self.server.ctx  # type: ignore[no-any-return]
+
+    def authenticate_refresh_token(self, refresh_token: str) -> TokenRecord | None:
+        return self.ctx.tokens.consume_refresh_token(refresh_token)
+
+    def authenticate_user(self, refresh_token: TokenRecord) -> Person:
+        return Person(refresh_token.person_id, refresh_token.auth_time)
+
+    def revoke_old_credential(self, refresh_token: TokenRecord) -> None:
+        """Nothing to do: :meth:`authenticate_refresh_token` already took it atomically."""
+
+
+# -- client authentication -------------------------------------------------------------
+
+
+class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
+    """``private_key_jwt`` (OIDC Core §9, RFC 7523 §2.2), with single-use ``jti``."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __init__(self, ctx: ProviderContext) -> None:
+        super().__init__(validate_jti=True, leeway=30)
+        self.ctx = ctx
+
+    def get_audiences(self) -> list[str]:
+        # RFC 7523 §3: the audience identifies the authorization server; accept the issuer
+        # and each endpoint a shop may authenticate at.
+        return [self.ctx.issuer] + [self.ctx.endpoint(p) for p in ("/token", "/revoke", "/introspect")]
+
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
+        # Explicit algorithm list: asymmetric only, so an assertion can never be checked
+        # with a shared secret (RFC 8725 §3.1).
+        try:
+            token = jwt.decode(assertion, resolve_key, algorithms=list(ASSERTION_ALGORITHMS))
+        except (JoseError, ValueError) as error:
+            raise InvalidClientError(description="Invalid client assertion.") from error
+        self.verify_claims(token.claims)
+        return token.claims
+
+    def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
+        key = self.ctx.store.keys.client_assertion_jti(
+            str(claims["sub"]), hashlib.sha256(str(jti).encode()).hexdigest()
+        )
+        ttl = max(60, int(claims.get("exp", 0)) - int(time.time()) + 60)
+        return bool(self.ctx.store.redis.set(key, "1", nx=True, ex=ttl))
+
+    def resolve_client_public_key(self, client: Shop) -> Any:
+        try:
+            return client.public_keys()
+        except Exception as error:  # noqa: BLE001 - any fetch/parse failure is an auth failure
+            log.warning("client keys unavailable", extra={"client_id": client.client_id,
+                                                          "reason": type(error).__name__})
+            raise InvalidClientError(description="The client's keys are unavailable.") from None
+
+
+# -- revocation and introspection ------------------------------------------------------
+
+
+class GatewayRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = TOKEN_AUTH_METHODS
+
+    @property
+    def ctx(self) -> ProviderContext:
+        return self.server.ctx  # type: ignore[no-any-return]
+
+    def authenticate_token(self, request: OAuth2Request, client: Shop) -> TokenRecord | None:
+        self.check_params(request, client)
+        record = self.ctx.tokens.find_token(request.form["token"], request.form.get("token_type_hint"))
+        # RFC 7009 §2.2: a token of another client is treated like an unknown one (200,
+        # nothing revoked), so that a shop cannot probe another shop's tokens.
+        if record is None or not record.check_client(client):
+            return None
+        return record
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
+        return self.ctx.tokens.find_token(token_string, token_type_hint)
+
+    def revoke_token(self, token: TokenRecord, request: OAuth2Request) -> None:
+        self.ctx.tokens.revoke(token)
+
+
+class GatewayIntrospectionEndpoint(IntrospectionEndpoint):  # type: ignore[misc]
+    CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+    @property
+    def ctx(self) -> ProviderContext:
+        return self.server.ctx  # type: ignore[no-any-return]
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> TokenRecord | None:
+        return self.ctx.tokens.find_token(token_string, token_type_hint)
+
+    def check_permission(self, token: TokenRecord, client: Shop, request: OAuth2Request) -> bool:
+        return token.check_client(client)  # a shop introspects only its own tokens
+
+    def introspect_token(self, token: TokenRecord) -> dict[str, Any]:
+        shop = self.ctx.shops.get(token.client_id)
+        return {
+            "active": True,
+            "client_id": token.client_id,
+            "scope": token.scope,
+            "token_type": "Bearer" if token.kind == "access_token" else "refresh_token",
+            "sub": self.ctx.subject_for(shop, token.person_id) if shop else None,
+            "aud": token.client_id,
+            "iss": self.ctx.issuer,
+            "exp": token.expires_at,
+            "iat": token.issued_at,
+        }
+
+
+class GatewayEndSession(EndSessionEndpoint):  # type: ignore[misc]
+    """RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
+
+    Validation only: ending the browser session is done by the bridge, which holds the
+    cookie; this class decides whether the request is trustworthy and where to go after.
+    """
+
+    @property
+    def ctx(self) -> ProviderContext:
+        return self.server.ctx  # type: ignore[no-any-return]
+
+    def get_server_jwks(self) -> Any:
+        return self.ctx.signing_keys.verification_keys()
+
+    def get_algorithms(self) -> list[str]:
+        return ["ES256", "RS256"]
+
+    def end_session(self, end_session_request: Any) -> None:
+        """The bridge ends the session; see the class docstring."""
+
+
+# -- the server ------------------------------------------------------------------------
+
+
+class ProviderServer(AuthorizationServer):  # type: ignore[misc]
+    def __init__(self, ctx: ProviderContext) -> None:
+        super().__init__(scopes_supported=list(SUPPORTED_SCOPES))
+        self.ctx = ctx
+        self.register_token_generator("default", BearerTokenGenerator(
+            access_token_generator=lambda **_: new_secret(),
+            refresh_token_generator=lambda **_: new_secret(),
+            expires_generator=lambda client, grant_type: ctx.settings.access_token_ttl,
+        ))
+        self.register_client_auth_method("private_key_jwt", PrivateKeyJWT(ctx))
+        self.register_grant(AuthorizationCodeGrant,
+                            [S256CodeChallenge(required=True), GatewayOpenIDCode(ctx)])
+        self.register_grant(RotatingRefreshTokenGrant)
+        self.register_endpoint(GatewayRevocationEndpoint)
+        self.register_endpoint(GatewayIntrospectionEndpoint)
+        self.register_endpoint(GatewayEndSession)
+
+    def query_client(self, client_id: str) -> Shop | None:
+        return self.ctx.shops.get(client_id)
+
+    def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
+        source = request.authorization_code or request.refresh_token
+        self.ctx.tokens.save_tokens(
+            token,
+            client_id=request.client.client_id,
+            person_id=request.user.id,
+            family=source.family,
+            auth_time=source.auth_time,
+        )
+
+    def create_oauth2_request(self, request: ProviderRequest) -> ProviderRequest:
+        return request
+
+    def handle_response(self, status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
+        return status, body, list(headers)
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """authlib's signals are not used; events are written where the work happens."""
+

@@ -1,0 +1,49 @@
+"""The UserInfo endpoint (OIDC Core §5.3) with bearer tokens (RFC 6750)."""
+
+from __future__ import annotations
+
+from gateway.oidc.claims import release_claims
+from gateway.oidc.context import ProviderContext
+from gateway.oidc.server import JSON_HEADERS, Response
+
+
+def _bearer_error(status: int, error: str | None, description: str = "") -> Response:
+    # RFC 6750 §3: the challenge names the error; a request without any token gets a bare
+    # challenge and no error code (§3.1).
+    challenge = 'Bearer realm="consent-gateway"'
+    if error:
+        challenge += f', error="{error}"'
+        if description:
+            challenge += f', error_description="{description}"'
+    body = {"error": error, "error_description": description} if error else {}
+    return status, body, [*JSON_HEADERS, ("WWW-Authenticate", challenge)]
+
+
+def bearer_token(authorization: str | None, form_token: str | None) -> tuple[str | None, bool]:
+    """The access token from the header or (POST) the form; second value: was it malformed."""
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip() or form_token:
+            return None, True
+        return value.strip(), False
+    return form_token, False
+
+
+def userinfo_response(ctx: ProviderContext, authorization: str | None,
+                      form_token: str | None) -> Response:
+    token, malformed = bearer_token(authorization, form_token)
+    if malformed:
+        return _bearer_error(400, "invalid_request", "Malformed Authorization header.")
+    if not token:
+        return _bearer_error(401, None)
+    record = ctx.tokens.find_access_token(token)
+    if record is None:
+        return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
+    if "openid" not in record.scope.split():
+        return _bearer_error(403, "insufficient_scope", "The token was not issued for openid.")
+    shop = ctx.shops.get(record.client_id)
+    if shop is None:  # the shop was removed from policies/ since the token was issued
+        return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
+    profile = ctx.identities.profile(record.person_id)
+    claims = release_claims(profile, record.scope, ctx.subject_for(shop, record.person_id))
+    return 200, claims, list(JSON_HEADERS)

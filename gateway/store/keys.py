@@ -1,0 +1,60 @@
+"""Every Redis key the gateway writes, in one place (documented in docs/storage.md).
+
+Keys that belong to one person carry the hash tag ``{p:<person_id>}`` so that, on Redis
+Cluster, everything of one person lives in one slot. Keys looked up by a secret (codes,
+tokens) are named by the SHA-256 digest of the secret, never the secret itself, so a dump
+of Redis does not hand out working credentials.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Builds key names under one prefix, so tests and tenants never collide."""
+
+    prefix: str
+
+    def auth_code(self, code_digest: str) -> str:
+        return f"{self.prefix}code:{code_digest}"
+
+    def access_token(self, token_digest: str) -> str:
+        return f"{self.prefix}at:{token_digest}"
+
+    def refresh_token(self, token_digest: str) -> str:
+        return f"{self.prefix}rt:{token_digest}"
+
+    def token_family(self, family_id: str) -> str:
+        return f"{self.prefix}fam:{family_id}"
+
+    def person_shop_families(self, person_id: str, client_id: str) -> str:
+        return f"{self.prefix}{{p:{person_id}}}:families:{client_id}"
+
+    def person_profile(self, person_id: str) -> str:
+        return f"{self.prefix}{{p:{person_id}}}:profile"
+
+    def person_consent(self, person_id: str, client_id: str) -> str:
+        return f"{self.prefix}{{p:{person_id}}}:consent:{client_id}"
+
+    def person_link(self, provider_id: str, subject_digest: str) -> str:
+        return f"{self.prefix}link:{provider_id}:{subject_digest}"
+
+    def login_session(self, session_digest: str) -> str:
+        return f"{self.prefix}session:{session_digest}"
+
+    def authorize_request(self, request_id: str) -> str:
+        return f"{self.prefix}authreq:{request_id}"
+
+    def upstream_state(self, state_digest: str) -> str:
+        return f"{self.prefix}upstate:{state_digest}"
+
+    def demo_upstream_code(self, code_digest: str) -> str:
+        return f"{self.prefix}democode:{code_digest}"
+
+    def client_assertion_jti(self, client_id: str, jti_digest: str) -> str:
+        return f"{self.prefix}jti:{client_id}:{jti_digest}"
+
+    def all_keys_pattern(self) -> str:
+        return f"{self.prefix}*"

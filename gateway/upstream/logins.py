@@ -1,0 +1,84 @@
+"""The gateway's side of an upstream sign-in: state, nonce and PKCE, then the code exchange.
+
+The upstream ``state`` is single-use and bound to the browser that started the sign-in, so
+a callback replayed, forged or opened in another browser is refused (RFC 9700 §4.7).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+
+from gateway.store import ConsumeOutcome, Store
+from gateway.upstream.base import Connector, UpstreamError, UpstreamIdentity
+
+UPSTREAM_STATE_TTL = 600
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedLogin:
+    identity: UpstreamIdentity
+    request_id: str
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def s256_challenge(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+
+
+class UpstreamLogins:
+    def __init__(self, store: Store, connectors: dict[str, Connector], callback_base: str) -> None:
+        self._store = store
+        self.connectors = connectors
+        self._callback_base = callback_base
+
+    def callback_uri(self, provider_id: str) -> str:
+        return f"{self._callback_base}/upstream/{provider_id}/callback"
+
+    def start(self, provider_id: str, request_id: str, browser: str) -> str:
+        """Remember the sign-in and return the provider's authorization URL."""
+        connector = self.connectors.get(provider_id)
+        if connector is None:
+            raise UpstreamError(f"unknown provider {provider_id!r}")
+        state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
+        record = {"provider": provider_id, "request_id": request_id, "browser": browser,
+                  "nonce": nonce, "verifier": verifier}
+        key = self._store.keys.upstream_state(_digest(state))
+        self._store.redis.set(key, json.dumps(record), ex=UPSTREAM_STATE_TTL)
+        return connector.authorization_url(
+            state=state, nonce=nonce, code_challenge=s256_challenge(verifier),
+            redirect_uri=self.callback_uri(provider_id),
+        )
+
+    def finish(self, provider_id: str, state: str, code: str, browser: str) -> FinishedLogin:
+        """Check the callback and exchange the code. Raises UpstreamError."""
+        if not state or len(state) > 128:
+            raise UpstreamError("state missing")
+        result = self._store.consume_once(self._store.keys.upstream_state(_digest(state)),
+                                          UPSTREAM_STATE_TTL)
+        if result.outcome is not ConsumeOutcome.CONSUMED or result.value is None:
+            raise UpstreamError("state unknown, expired or replayed")
+        record = json.loads(result.value)
+        if record["provider"] != provider_id or not hmac.compare_digest(record["browser"], browser):
+            raise UpstreamError("state issued to another provider or browser")
+        if not code or len(code) > 2048:
+            error = UpstreamError("code missing (the person declined or the provider failed)")
+            error.request_id = record["request_id"]
+            raise error
+        connector = self.connectors[provider_id]
+        try:
+            identity = connector.fetch_identity(
+                code=code, code_verifier=record["verifier"],
+                redirect_uri=self.callback_uri(provider_id), nonce=record["nonce"],
+            )
+        except UpstreamError as error:
+            error.request_id = record["request_id"]  # the shop can now be told
+            raise
+        return FinishedLogin(identity, record["request_id"])

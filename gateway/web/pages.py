@@ -1,0 +1,223 @@
+"""The person's pages: provider chooser, upstream callback, consent, logout, demo sign-in."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from authlib.oauth2.rfc6749 import AccessDeniedError, OAuth2Error
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from gateway.errors import BrowserError
+from gateway.oidc import bridge
+from gateway.oidc.context import ProviderContext
+from gateway.oidc.endpoints import COOKIE_OPTIONS, browser_id, outcome_response
+from gateway.oidc.flow import AuthorizationFlow, Redirect, TemporarilyUnavailableError
+from gateway.oidc.server import ProviderRequest, ProviderServer
+from gateway.oidc.sessions import SESSION_COOKIE, Person
+from gateway.upstream import UpstreamError
+from gateway.upstream.demo import DEMO_PEOPLE, DemoProvider, find_demo_person
+from gateway.upstream.logins import UpstreamLogins
+from gateway.web.csrf import csrf_token, csrf_valid
+from gateway.web.rendering import Renderer
+
+log = logging.getLogger(__name__)
+
+EXPIRED = "This sign-in has expired or belongs to another browser. Start again from the shop."
+
+
+@dataclass(slots=True)
+class WebContext:
+    provider: ProviderContext
+    server: ProviderServer
+    flow: AuthorizationFlow
+    logins: UpstreamLogins
+    renderer: Renderer
+    csrf_secret: bytes
+    demo: DemoProvider | None
+
+
+def _see_other(location: str) -> RedirectResponse:
+    return RedirectResponse(location, status_code=303, headers={"Cache-Control": "no-store"})
+
+
+def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closure per page
+    router = APIRouter()
+    ctx = web.provider
+    limit = ctx.settings.max_body_bytes
+
+    async def form_of(request: Request, purpose: str) -> dict[str, str]:
+        """The POSTed form, after checking its CSRF token."""
+        try:
+            fields = dict(await bridge.read_form(request, limit))
+        except OAuth2Error as error:
+            raise BrowserError(error.error, error.get_error_description() or "") from None
+        browser = request.cookies.get("__Host-cg_browser")
+        if not csrf_valid(web.csrf_secret, browser, purpose, fields.get("csrf")):
+            raise BrowserError("invalid_request", "The form has expired. Reload the page.", 403)
+        return fields
+
+    def token_for(request: Request, purpose: str) -> str:
+        browser, _ = browser_id(request)
+        return csrf_token(web.csrf_secret, browser, purpose)
+
+    @router.get("/login")
+    async def login(request: Request) -> Response:
+        browser, _ = browser_id(request)
+        request_id = request.query_params.get("request", "")
+        pending = await bridge.in_worker(ctx.pending.find, request_id, browser)
+        if pending is None:
+            raise BrowserError("invalid_request", EXPIRED)
+        shop = ctx.shops.get(pending.client_id)
+        return web.renderer.page(
+            request, "login.html", request_id=request_id,
+            shop_name=shop.config.name if shop else "",
+            providers=list(web.logins.connectors.values()),
+        )
+
+    @router.get("/upstream/{provider_id}/start")
+    async def upstream_start(request: Request, provider_id: str) -> Response:
+        browser, _ = browser_id(request)
+        request_id = request.query_params.get("request", "")
+        if provider_id not in web.logins.connectors:
+            raise BrowserError("invalid_request", "Unknown sign-in provider.", 404)
+        pending = await bridge.in_worker(ctx.pending.find, request_id, browser)
+        if pending is None:
+            raise BrowserError("invalid_request", EXPIRED)
+        location = await bridge.in_worker(web.logins.start, provider_id, request_id, browser)
+        return bridge.redirect(location)
+
+    @router.get("/upstream/{provider_id}/callback")
+    async def upstream_callback(request: Request, provider_id: str) -> Response:
+        browser, _ = browser_id(request)
+        if provider_id not in web.logins.connectors:
+            raise BrowserError("invalid_request", "Unknown sign-in provider.", 404)
+        query = request.query_params
+        try:
+            finished = await bridge.in_worker(
+                web.logins.finish, provider_id, query.get("state", ""), query.get("code", ""), browser
+            )
+        except UpstreamError as error:
+            return await _upstream_failed(request, error, browser)
+        person_id = await bridge.in_worker(ctx.identities.resolve, finished.identity)
+        person = Person(person_id, int(time.time()), list(finished.identity.amr), provider_id)
+        await bridge.in_worker(ctx.sessions.end, request.cookies.get(SESSION_COOKIE))
+        session_id = await bridge.in_worker(ctx.sessions.start, person)
+        response = bridge.redirect(f"/authorize/continue?{urlencode({'request': finished.request_id})}")
+        response.set_cookie(SESSION_COOKIE, session_id, max_age=ctx.settings.session_ttl,
+                            **COOKIE_OPTIONS)
+        return response
+
+    async def _upstream_failed(request: Request, error: UpstreamError, browser: str) -> Response:
+        log.warning("upstream sign-in failed", extra={"reason": error.reason})
+        back_url = None
+        if error.request_id:
+            kind: type[OAuth2Error] = (
+                TemporarilyUnavailableError if error.retryable else AccessDeniedError
+            )
+            outcome = await bridge.in_worker(web.flow.deny, error.request_id, None, browser, kind)
+            back_url = outcome.location if isinstance(outcome, Redirect) else None
+        return web.renderer.page(request, "error.html", status_code=502 if error.retryable else 400,
+                                 error="upstream_error", message_key="upstream_failed",
+                                 back_url=back_url)
+
+    @router.get("/consent")
+    async def consent_page(request: Request) -> Response:
+        browser, _ = browser_id(request)
+        request_id = request.query_params.get("request", "")
+        person = await bridge.in_worker(ctx.sessions.find, request.cookies.get(SESSION_COOKIE))
+        pending = await bridge.in_worker(ctx.pending.find, request_id, browser)
+        shop = ctx.shops.get(pending.client_id) if pending else None
+        if pending is None or person is None or shop is None:
+            raise BrowserError("invalid_request", EXPIRED)
+        scopes = shop.get_allowed_scope(pending.params.get("scope")).split()
+        return web.renderer.page(request, "consent.html", request_id=request_id,
+                                 shop_name=shop.config.name, scopes=scopes,
+                                 csrf=token_for(request, "consent"))
+
+    @router.post("/consent")
+    async def consent_submit(request: Request) -> Response:
+        fields = await form_of(request, "consent")
+        browser, set_browser = browser_id(request)
+        request_id = fields.get("request", "")
+        person = await bridge.in_worker(ctx.sessions.find, request.cookies.get(SESSION_COOKIE))
+        pending = await bridge.in_worker(ctx.pending.find, request_id, browser)
+        shop = ctx.shops.get(pending.client_id) if pending else None
+        if pending is None or person is None or shop is None:
+            raise BrowserError("invalid_request", EXPIRED)
+        if fields.get("decision") != "allow":
+            outcome = await bridge.in_worker(web.flow.deny, request_id, person, browser)
+            return outcome_response(outcome, browser, set_browser)
+        scopes = set(shop.get_allowed_scope(pending.params.get("scope")).split()) - {"openid"}
+        await bridge.in_worker(ctx.consents.grant, person.id, shop.client_id, scopes)
+        return _see_other(f"/authorize/continue?{urlencode({'request': request_id})}")
+
+    @router.api_route("/logout", methods=["GET", "POST"])
+    async def logout(request: Request) -> Response:
+        if request.method == "POST":
+            fields = await form_of(request, "logout")
+            params = [(k, v) for k, v in fields.items() if k not in ("csrf", "confirm")]
+            confirmed = fields.get("confirm") == "yes"
+        else:
+            params, confirmed = bridge.query_fields(request), False
+        oauth_request = ProviderRequest("GET", ctx.endpoint("/logout"), {}, params, [])
+        try:
+            validated = await bridge.in_worker(
+                web.server.validate_endpoint_request, "end_session", oauth_request
+            )
+        except OAuth2Error as error:
+            # RP-Initiated Logout §4: on errors, never redirect.
+            raise BrowserError(error.error, error.get_error_description() or "") from None
+        session_id = request.cookies.get(SESSION_COOKIE)
+        if validated.needs_confirmation and session_id and not confirmed:
+            return web.renderer.page(request, "logout.html", params=params, done=False,
+                                     csrf=token_for(request, "logout"))
+        await bridge.in_worker(ctx.sessions.end, session_id)
+        response: Response
+        if validated.redirect_uri:
+            response = bridge.redirect(validated.redirect_uri)
+        else:
+            response = web.renderer.page(request, "logout.html", done=True, params=[])
+        response.delete_cookie(SESSION_COOKIE, secure=True, httponly=True, samesite="lax")
+        return response
+
+    if web.demo is not None:
+        demo = web.demo
+        callback = web.logins.callback_uri("demo")
+
+        @router.get("/demo-idp/authorize")
+        async def demo_idp_page(request: Request) -> Response:
+            params = bridge.query_fields(request)
+            if dict(params).get("redirect_uri") != callback:
+                raise BrowserError("invalid_request", "The demo provider serves only this gateway.")
+            browser, set_browser = browser_id(request)
+            response = web.renderer.page(
+                request, "demo_idp.html", people=DEMO_PEOPLE,
+                params=[p for p in params if p[0] != "lang"],
+                csrf=csrf_token(web.csrf_secret, browser, "demo-idp"),
+            )
+            if set_browser:
+                response.set_cookie("__Host-cg_browser", browser, **COOKIE_OPTIONS)
+            return response
+
+        @router.post("/demo-idp/authorize")
+        async def demo_idp_submit(request: Request) -> Response:
+            fields = await form_of(request, "demo-idp")
+            person = find_demo_person(fields.get("person", ""))
+            if fields.get("redirect_uri") != callback or person is None:
+                raise BrowserError("invalid_request", "Unknown demo person or redirect URI.")
+            if not fields.get("code_challenge") or fields.get("code_challenge_method") != "S256":
+                raise BrowserError("invalid_request", "The demo provider requires PKCE S256.")
+            code = await bridge.in_worker(
+                lambda: demo.issue_code(person, redirect_uri=callback,
+                                        code_challenge=fields["code_challenge"],
+                                        nonce=fields.get("nonce", ""))
+            )
+            query = urlencode({"code": code, "state": fields.get("state", "")})
+            return _see_other(f"{callback}?{query}")
+
+    return router
