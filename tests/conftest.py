@@ -186,7 +186,9 @@ class Browser:
         headers = dict(kwargs.pop("headers", {}))
         if self.cookies:
             headers["cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        self.client.cookies.clear()  # this browser's cookies only, never the client's jar
         response = self.client.request(method, url, headers=headers, **kwargs)
+        self.client.cookies.clear()
         self._remember(response)
         self.pages.append(response)
         return response
