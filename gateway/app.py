@@ -26,7 +26,7 @@ from gateway.oidc.server import ProviderServer
 from gateway.oidc.sessions import LoginSessions, PendingRequests
 from gateway.oidc.tokens import TokenService
 from gateway.store import Store, open_store
-from gateway.telemetry import Metrics, TelemetryMiddleware
+from gateway.telemetry import Metrics, TelemetryMiddleware, hold_secret_logging_libraries
 from gateway.upstream import Connector, IdentityService
 from gateway.upstream.demo import DemoConnector, DemoProvider
 from gateway.upstream.logins import UpstreamLogins
@@ -71,6 +71,7 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
+    hold_secret_logging_libraries()
     gateway = build_gateway(settings, store)
     owns_store = store is None
 

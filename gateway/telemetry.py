@@ -45,12 +45,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+# Libraries that log credentials at DEBUG (authlib logs every issued token dict) are held at
+# WARNING whatever the configured level, so a debugging operator cannot leak tokens.
+SECRET_LOGGING_LIBRARIES = ("authlib",)
+
+
+def hold_secret_logging_libraries() -> None:
+    for name in SECRET_LOGGING_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    hold_secret_logging_libraries()
     for noisy in ("uvicorn.access",):  # replaced by our own access line without query strings
         logging.getLogger(noisy).disabled = True
 

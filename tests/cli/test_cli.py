@@ -1,0 +1,76 @@
+"""The gateway command: keys, shop secrets, and one-line configuration errors."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from gateway.cli import main
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "policies" / "shops").mkdir(parents=True)
+    (tmp_path / "policies" / "shops" / "s.yaml").write_text(yaml.safe_dump({
+        "client_id": "shop-cli", "name": "CLI shop", "redirect_uris": ["https://s.example/cb"]}))
+    (tmp_path / "policies" / "shops" / "p.yaml").write_text(yaml.safe_dump({
+        "client_id": "app-public", "name": "Public app", "redirect_uris": ["https://p.example/cb"],
+        "token_endpoint_auth_method": "none"}))
+    monkeypatch.setenv("GATEWAY_KEYS_DIR", str(tmp_path / "keys"))
+    monkeypatch.setenv("GATEWAY_POLICIES_DIR", str(tmp_path / "policies"))
+    return tmp_path
+
+
+def test_keys_list_and_rotate(env: Path) -> None:
+    runner = CliRunner()
+    listed = runner.invoke(main, ["keys", "list"])
+    assert listed.exit_code == 0
+    assert listed.output.count("primary") == 2
+    rotated = runner.invoke(main, ["keys", "rotate", "--alg", "ES256"])
+    assert rotated.exit_code == 0 and "new primary ES256" in rotated.output
+    after = runner.invoke(main, ["keys", "list"]).output
+    assert after.count("retiring") == 1 and after.count("primary") == 2
+
+
+def test_shop_secret_is_shown_once_and_stored_as_digest(env: Path) -> None:
+    result = CliRunner().invoke(main, ["shops", "secret", "shop-cli"])
+    assert result.exit_code == 0
+    secret = result.output.strip()
+    assert len(secret) >= 43
+    stored = (env / "keys" / "shops" / "shop-cli.sha256").read_text()
+    assert stored == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in stored
+
+
+def test_public_client_gets_no_secret(env: Path) -> None:
+    result = CliRunner().invoke(main, ["shops", "secret", "app-public"])
+    assert result.exit_code == 2
+    assert "public client" in result.output
+
+
+def test_unknown_shop_is_one_line(env: Path) -> None:
+    result = CliRunner().invoke(main, ["shops", "secret", "nobody"])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1
+
+
+def test_misconfiguration_is_one_line_naming_the_setting(env: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_ISSUER", "http://not-loopback.example")
+    result = CliRunner().invoke(main, ["serve"])
+    assert result.exit_code == 2
+    assert result.output.startswith("gateway: invalid setting GATEWAY_ISSUER")
+    assert result.output.count("\n") == 1
+    assert "Traceback" not in result.output
+
+
+def test_invalid_shop_file_refuses_to_start(env: Path) -> None:
+    (env / "policies" / "shops" / "bad.yaml").write_text(yaml.safe_dump({
+        "client_id": "bad", "name": "Bad", "redirect_uris": ["http://public.example/cb"]}))
+    result = CliRunner().invoke(main, ["shops", "list"])
+    assert result.exit_code == 2
+    assert "bad.yaml" in result.output and "https" in result.output
