@@ -84,7 +84,8 @@ def demo(host: str, port: int, shop_port: int) -> None:
     click.echo("Consent Gateway demo (demo mode: fictional people, never use in production)")
     click.echo(f"  open the demo shop:   {shop_url}/")
     click.echo(f"  gateway discovery:    {issuer}/.well-known/openid-configuration")
-    click.echo(f"  redis:                {'embedded, data in ' + str(settings.data_dir) if settings.uses_embedded_redis else settings.redis_url}")
+    where = f"embedded, data in {settings.data_dir}" if settings.uses_embedded_redis else settings.redis_url
+    click.echo(f"  redis:                {where}")
     _serve(settings, host, port, extra=[shop_server])
 
 

@@ -28,7 +28,8 @@ def _page(body: str) -> HTMLResponse:
     return HTMLResponse(
         "<!doctype html><html lang='en'><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-        f"<title>Demo shop</title><body style='font-family:system-ui;max-width:40rem;margin:2rem auto;padding:0 1rem'>"
+        "<title>Demo shop</title>"
+        "<body style='font-family:system-ui;max-width:40rem;margin:2rem auto;padding:0 1rem'>"
         f"<h1>Demo shop 演示商店</h1>{body}</body></html>"
     )
 
@@ -47,7 +48,8 @@ def create_demo_shop(*, issuer: str, base_url: str, client_secret: str) -> FastA
     async def home(request: Request) -> Response:
         session = sessions.get(request.cookies.get(COOKIE, ""), {})
         if "userinfo" not in session:
-            return _page("<p>Not signed in.</p><p><a href='/login'>Sign in with Consent Gateway</a></p>")
+            return _page("<p>Not signed in.</p>"
+                         "<p><a href='/login'>Sign in with Consent Gateway</a></p>")
         claims = html.escape(json.dumps(session["userinfo"], ensure_ascii=False, indent=2))
         id_claims = html.escape(json.dumps(session["id_token"], ensure_ascii=False, indent=2))
         logout = f"{issuer}/logout?" + urlencode({
@@ -55,7 +57,8 @@ def create_demo_shop(*, issuer: str, base_url: str, client_secret: str) -> FastA
             "post_logout_redirect_uri": f"{base_url}/"})
         return _page(f"<h2>What the shop received (userinfo)</h2><pre>{claims}</pre>"
                      f"<h2>ID token claims</h2><pre>{id_claims}</pre>"
-                     f"<p><a href='/refresh'>Fetch userinfo again</a> · <a href='{html.escape(logout)}'>Sign out</a></p>")
+                     "<p><a href='/refresh'>Fetch userinfo again</a> · "
+                     f"<a href='{html.escape(logout)}'>Sign out</a></p>")
 
     @app.get("/login")
     async def login() -> Response:
@@ -78,7 +81,8 @@ def create_demo_shop(*, issuer: str, base_url: str, client_secret: str) -> FastA
         if not session or query.get("state") != session["state"] or query.get("iss") != issuer:
             return _page("<p>State or issuer mismatch.</p>")
         if "error" in query:
-            return _page(f"<p>Sign-in ended: <code>{html.escape(query['error'])}</code></p><p><a href='/'>Back</a></p>")
+            error = html.escape(query["error"])
+            return _page(f"<p>Sign-in ended: <code>{error}</code></p><p><a href='/'>Back</a></p>")
         async with client() as oauth:
             token = await oauth.fetch_token(f"{issuer}/token", code=query.get("code"),
                                             code_verifier=session["verifier"])

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.config.settings import is_loopback_host
 from gateway.errors import ConfigError
 from gateway.vault.files import write_private_file
+from gateway.vault.signing import SigningAlg
 
 AuthMethod = Literal["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
 SUPPORTED_SCOPES = ("openid", "profile", "email", "phone", "address")
@@ -58,7 +59,7 @@ class ShopConfig(BaseModel):
     post_logout_redirect_uris: list[str] = Field(default_factory=list)
     token_endpoint_auth_method: AuthMethod = "client_secret_basic"
     grant_types: list[Literal["authorization_code", "refresh_token"]] = Field(
-        default_factory=lambda: ["authorization_code", "refresh_token"]
+        default_factory=lambda: ["authorization_code", "refresh_token"]  # type: ignore[arg-type]
     )
     scopes: list[str] = Field(default_factory=lambda: ["openid", "profile"])
     id_token_signed_response_alg: Literal["ES256", "RS256"] | None = None
@@ -131,7 +132,9 @@ class Shop:
     def __init__(self, config: ShopConfig, keys_dir: Path, default_alg: str) -> None:
         self.config = config
         self.client_id = config.client_id
-        self.id_token_signed_response_alg = config.id_token_signed_response_alg or default_alg
+        self.id_token_signed_response_alg: SigningAlg = (
+            config.id_token_signed_response_alg or default_alg  # type: ignore[assignment]
+        )
         self._secret_file = keys_dir / "shops" / f"{config.client_id}.sha256"
         self._jwks_cache: tuple[float, KeySet] | None = None
         self.client_metadata: dict[str, Any] = {

@@ -39,7 +39,9 @@ def outcome_response(outcome: Outcome, browser: str, set_browser: bool) -> Respo
     return response
 
 
-def build_router(ctx: ProviderContext, server: ProviderServer, flow: AuthorizationFlow) -> APIRouter:
+def build_router(  # noqa: C901 - one small closure per endpoint
+    ctx: ProviderContext, server: ProviderServer, flow: AuthorizationFlow
+) -> APIRouter:
     router = APIRouter()
     metadata = provider_metadata(ctx.issuer)
     limit = ctx.settings.max_body_bytes

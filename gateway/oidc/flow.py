@@ -76,8 +76,8 @@ class AuthorizationFlow:
         return self._decide(list(pending.params.items()), person, browser, pending, request_id)
 
     def deny(self, request_id: str, person: Person | None, browser: str,
-             error: type[OAuth2Error] = AccessDeniedError) -> Outcome:
-        """The person declined (or upstream failed): the shop gets ``error``."""
+             error_type: type[OAuth2Error] = AccessDeniedError) -> Outcome:
+        """The person declined (or upstream failed): the shop gets ``error_type``."""
         pending = self.ctx.pending.find(request_id, browser)
         if pending is None:
             return ErrorPage("invalid_request", "This sign-in has expired. Start again from the shop.")
@@ -87,7 +87,7 @@ class AuthorizationFlow:
             grant = self.server.get_consent_grant(request, end_user=person)
         except OAuth2Error as error:
             return self._error(error, pending.params.get("state"))
-        return self._error(error(redirect_uri=grant.redirect_uri), pending.params.get("state"))
+        return self._error(error_type(redirect_uri=grant.redirect_uri), pending.params.get("state"))
 
     def _decide(self, params: list[tuple[str, str]], person: Person | None, browser: str,
                 pending: PendingRequest | None, request_id: str | None) -> Outcome:

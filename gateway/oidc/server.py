@@ -39,6 +39,7 @@ from gateway.oidc.clients import SUPPORTED_SCOPES, Shop
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.sessions import Person
 from gateway.oidc.tokens import AuthorizationCode, TokenRecord, new_family, new_secret
+from gateway.vault.signing import SigningAlg
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ class GatewayOpenIDCode(OpenIDCode):  # type: ignore[misc]
 
     def encode_id_token(self, token: dict[str, Any], request: OAuth2Request) -> str:
         shop: Shop = request.client
-        alg = shop.id_token_signed_response_alg
+        alg: SigningAlg = shop.id_token_signed_response_alg
         now = int(time.time())
         code: AuthorizationCode = request.authorization_code
         claims: dict[str, Any] = {

@@ -11,6 +11,7 @@ import hmac
 import json
 import time
 from dataclasses import asdict, dataclass, field
+
 from gateway.oidc.tokens import digest, new_secret
 from gateway.store import Store
 

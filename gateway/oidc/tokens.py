@@ -140,7 +140,9 @@ class TokenService:
         pipe = self._store.redis.pipeline(transaction=True)
         family_key = self._keys.token_family(family)
         members = []
-        for kind, ttl in (("access_token", self.access_ttl), ("refresh_token", self.refresh_ttl)):
+        kinds: tuple[tuple[TokenKind, int], ...] = (
+            ("access_token", self.access_ttl), ("refresh_token", self.refresh_ttl))
+        for kind, ttl in kinds:
             value = token.get(kind)
             if not value:
                 continue
@@ -148,7 +150,7 @@ class TokenService:
                 digest(value)
             )
             record = TokenRecord(kind, key, client_id, person_id, scope, family, now, now + ttl,
-                                 auth_time)  # type: ignore[arg-type]
+                                 auth_time)
             pipe.set(key, json.dumps(asdict(record)), ex=ttl)
             members.append(key)
         pipe.sadd(family_key, *members)
@@ -156,11 +158,11 @@ class TokenService:
         pipe.execute()
 
     def find_access_token(self, token: str) -> TokenRecord | None:
-        return self._load(self._store.redis.get(self._keys.access_token(digest(token))))
+        return self._load(self._store.get(self._keys.access_token(digest(token))))
 
     def find_refresh_token(self, token: str) -> TokenRecord | None:
         """Look a refresh token up without using it (introspection, revocation)."""
-        return self._load(self._store.redis.get(self._keys.refresh_token(digest(token))))
+        return self._load(self._store.get(self._keys.refresh_token(digest(token))))
 
     def find_token(self, token: str, hint: str | None) -> TokenRecord | None:
         # RFC 7009 §2.1 / RFC 7662 §2.1: the hint orders the look-ups, it does not limit them.
@@ -204,7 +206,7 @@ class TokenService:
     def revoke_person_shop(self, person_id: str, client_id: str) -> int:
         """End every grant a shop holds for a person (withdrawal, erasure). Returns the count."""
         families_key = self._keys.person_shop_families(person_id, client_id)
-        families = [f.decode() for f in self._store.redis.smembers(families_key)]
+        families = self._store.members(families_key)
         for family in families:
             self.revoke_family(family)
         self._store.redis.delete(families_key)

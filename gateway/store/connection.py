@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -44,6 +44,15 @@ class Store:
         if "path" in kwargs:
             return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
         return f"redis://{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
+
+    def get(self, key: str) -> bytes | None:
+        """GET with the type the gateway's clients have (raw bytes, no decoding)."""
+        value = self.redis.get(key)
+        return value if isinstance(value, bytes) else None
+
+    def members(self, key: str) -> list[str]:
+        """SMEMBERS, decoded."""
+        return [m.decode() for m in cast(set[bytes], self.redis.smembers(key))]
 
     def consume_once(self, key: str, tombstone_ttl: int) -> ConsumeResult:
         return self._scripts.consume_once(key, tombstone_ttl)

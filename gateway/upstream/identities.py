@@ -35,7 +35,7 @@ class IdentityService:
         candidate = secrets.token_hex(16)
         # SET NX: two simultaneous first sign-ins of one person agree on one id.
         self._store.redis.set(link_key, candidate, nx=True)
-        person_id = (self._store.redis.get(link_key) or candidate.encode()).decode()
+        person_id = (self._store.get(link_key) or candidate.encode()).decode()
         self.save_profile(person_id, identity.profile)
         return person_id
 
@@ -47,5 +47,5 @@ class IdentityService:
         self._store.redis.set(self._store.keys.person_profile(person_id), json.dumps(profile))
 
     def profile(self, person_id: str) -> dict[str, object]:
-        raw = self._store.redis.get(self._store.keys.person_profile(person_id))
+        raw = self._store.get(self._store.keys.person_profile(person_id))
         return dict(json.loads(raw)) if raw else {}

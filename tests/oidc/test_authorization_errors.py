@@ -75,7 +75,7 @@ def test_invalid_request_with_valid_redirect_is_sent_back_to_the_shop(
 
 
 def test_duplicate_parameters_are_refused(client: TestClient, shop: ShopHandle) -> None:
-    params = list(authorize_params(shop, pkce_pair()[1]).items()) + [("state", "second")]
+    params = [*authorize_params(shop, pkce_pair()[1]).items(), ("state", "second")]
     reply = client.get(f"/authorize?{urlencode(params)}")
     assert reply.status_code in (302, 400)
     if reply.status_code == 302:

@@ -8,7 +8,6 @@ from typing import Any
 
 from joserfc import jwt
 from joserfc.jwk import ECKey
-from starlette.testclient import TestClient
 
 from tests.conftest import ISSUER, Browser, exchange_code, query_of, sign_in
 
@@ -102,7 +101,7 @@ def test_private_key_jwt_for_another_audience_is_refused(make_shop: Any, make_cl
 
 
 def test_malformed_client_assertion_is_invalid_client(make_shop: Any, make_client: Any) -> None:
-    shop, _ = _private_key_shop(make_shop)
+    _private_key_shop(make_shop)
     client = make_client()
     reply = client.post("/introspect", data={"token": "x", "client_assertion_type": ASSERTION_TYPE,
                                              "client_assertion": "not.a.jwt"})

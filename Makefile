@@ -1,0 +1,29 @@
+# Two commands on a fresh machine with Python 3.11 and pip: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+
+.PHONY: demo test lint typecheck check clean
+
+$(BIN)/gateway: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(BIN)/gateway
+
+demo: $(BIN)/gateway
+	$(BIN)/gateway demo
+
+test: $(BIN)/gateway
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/gateway
+	$(BIN)/ruff check gateway tests
+
+typecheck: $(BIN)/gateway
+	$(BIN)/mypy --strict gateway
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
