@@ -134,6 +134,13 @@ def make_client(make_settings: Callable[..., Settings], store: Store) -> Callabl
     yield make  # type: ignore[misc]
     for client in clients:
         client.close()
+    # No request in the suite may end in a 500: count them in the app's own metrics.
+    for client in clients:
+        registry = client.app.state.gateway.metrics.registry  # type: ignore[attr-defined]
+        errors = [s for m in registry.collect() for s in m.samples
+                  if s.name.endswith("_total") and s.labels.get("status", "").startswith("5")
+                  and s.value]
+        assert not errors, f"server errors during the test: {errors}"
 
 
 @pytest.fixture

@@ -109,3 +109,22 @@ def test_pages_switch_language(client: TestClient) -> None:
     en = client.get("/authorize?client_id=nobody&lang=en")
     assert "无法完成此请求" in zh.text
     assert "This request cannot be completed" in en.text
+
+
+def test_demo_provider_does_not_exist_outside_demo_mode(shop: ShopHandle, make_client: object) -> None:
+    client = make_client(demo=False)  # type: ignore[operator]
+    assert client.get("/demo-idp/authorize?redirect_uri=x").status_code == 404
+    assert client.get("/upstream/demo/start?request=x").status_code == 404
+
+
+def test_shop_can_ask_for_rs256_id_tokens(make_shop: object, make_client: object) -> None:
+    from joserfc import jwt
+    from joserfc.jwk import KeySet
+
+    shop = make_shop("shop-rsa", id_token_signed_response_alg="RS256")  # type: ignore[operator]
+    client = make_client()  # type: ignore[operator]
+    final, _, verifier = sign_in(Browser(client), shop)
+    token = exchange_code(client, shop, query_of(final.headers["location"])["code"], verifier).json()
+    keys = KeySet.import_key_set(client.get("/jwks").json())
+    decoded = jwt.decode(token["id_token"], keys, algorithms=["RS256"])
+    assert decoded.header["alg"] == "RS256"
