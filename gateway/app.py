@@ -25,6 +25,7 @@ from gateway.oidc.flow import AuthorizationFlow
 from gateway.oidc.server import ProviderServer
 from gateway.oidc.sessions import LoginSessions, PendingRequests
 from gateway.oidc.tokens import TokenService
+from gateway.policy import load_policies
 from gateway.store import Store, open_store
 from gateway.telemetry import Metrics, TelemetryMiddleware, hold_secret_logging_libraries
 from gateway.upstream import Connector, IdentityService
@@ -50,9 +51,10 @@ class Gateway:
 
 def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
     """Open the store and load keys and shops; raises ConfigError on anything invalid."""
-    store = store or open_store(settings)
-    ring = SigningKeyRing(settings.keys_dir).load_or_create()
+    catalogue = load_policies(settings.policies_dir)  # refuses to start on an invalid policy
     shops = ShopRegistry.load(settings.policies_dir, settings.keys_dir, settings.signing_alg)
+    ring = SigningKeyRing(settings.keys_dir).load_or_create()
+    store = store or open_store(settings)
     provider = ProviderContext(
         settings=settings,
         store=store,
@@ -66,6 +68,8 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
         consents=ConsentService(store),
         identities=IdentityService(store, load_or_create_secret(settings.keys_dir, "link")),
         pairwise_secret=load_or_create_secret(settings.keys_dir, "pairwise"),
+        catalogue=catalogue,
+        pseudonym_secret=load_or_create_secret(settings.keys_dir, "pseudonym"),
     )
     return Gateway(settings, store, provider, ProviderServer(provider), Metrics())
 

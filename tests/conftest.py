@@ -70,9 +70,35 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("keys")
 
 
+REPO_POLICIES = Path(__file__).resolve().parent.parent / "policies"
+
+# The test shops' policy: an ordinary purpose with required and optional fields, and a
+# sensitive purpose of its own.
+DEFAULT_POLICY: dict[str, Any] = {
+    "version": 1,
+    "purposes": [
+        {"id": "account", "name": {"zh-CN": "账户", "en": "Account"},
+         "description": {"zh-CN": "创建账户。", "en": "To create your account."},
+         "legal_basis": "contract", "retention_days": 365},
+        {"id": "delivery_contact", "name": {"zh-CN": "配送联系", "en": "Delivery contact"},
+         "description": {"zh-CN": "快递联系您。", "en": "So the courier can call you."},
+         "legal_basis": "consent", "retention_days": 90},
+    ],
+    "fields": [
+        {"field": "nickname", "purpose": "account", "transform": "pass", "required": True},
+        {"field": "avatar", "purpose": "account", "transform": "pass"},
+        {"field": "email", "purpose": "account", "transform": "pass"},
+        {"field": "birthdate", "purpose": "account", "transform": "generalise_age_band"},
+        {"field": "phone", "purpose": "delivery_contact", "transform": "mask", "required": True},
+    ],
+}
+
+
 @pytest.fixture
 def policies_dir(tmp_path: Path) -> Path:
     (tmp_path / "policies" / "shops").mkdir(parents=True)
+    (tmp_path / "policies" / "catalogue.yaml").write_text(
+        (REPO_POLICIES / "catalogue.yaml").read_text(encoding="utf-8"), encoding="utf-8")
     return tmp_path / "policies"
 
 
@@ -93,6 +119,7 @@ def make_shop(policies_dir: Path, keys_dir: Path) -> Callable[..., ShopHandle]:
             "post_logout_redirect_uris": ["https://shop.example/"],
             "token_endpoint_auth_method": "client_secret_basic",
             "scopes": ["openid", "profile", "email", "phone"],
+            "policy": DEFAULT_POLICY,
         }
         config.update(fields)
         path = policies_dir / "shops" / f"{client_id}.yaml"
@@ -210,15 +237,23 @@ class Browser:
     def _is_gateway(self, location: str) -> bool:
         return location.startswith("/") or location.startswith(self.origin)
 
-    def submit(self, page: httpx.Response, **choices: str) -> httpx.Response:
-        """Submit the first form on ``page`` with its hidden fields plus ``choices``."""
+    def submit(self, page: httpx.Response, ticks: list[tuple[str, str]] | None = None,
+               **choices: str) -> httpx.Response:
+        """Submit the first form on ``page`` with its hidden fields, the checkboxes in
+        ``ticks`` and the buttons or values in ``choices``."""
         action = re.search(r'<form method="post" action="([^"]+)"', page.text)
         assert action, page.text
         fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page.text))
-        fields = {k: _unescape(v) for k, v in fields.items()}
-        fields.update(choices)
-        return self.follow(action.group(1), method="POST", content=urlencode(fields),
+        pairs = [(k, _unescape(v)) for k, v in fields.items() if k not in choices]
+        pairs += list(ticks or []) + list(choices.items())
+        return self.follow(action.group(1), method="POST", content=urlencode(pairs),
                            headers={"content-type": "application/x-www-form-urlencoded"})
+
+
+def checkboxes(page: httpx.Response) -> list[tuple[str, str]]:
+    """Every checkbox on a page, as (name, value): ticking them all."""
+    return [(n, _unescape(v)) for n, v in
+            re.findall(r'<input type="checkbox" name="([^"]+)" value="([^"]*)"', page.text)]
 
 
 def _unescape(value: str) -> str:
@@ -251,7 +286,8 @@ def sign_in(browser: Browser, shop: ShopHandle, person: str = "li-lei", consent:
         page = browser.follow(_unescape(start.group(1)))
         page = browser.submit(page, person=person)
     if page.status_code == 200 and 'action="/consent"' in page.text:
-        page = browser.submit(page, decision="allow" if consent else "deny")
+        ticks = checkboxes(page) if consent else []
+        page = browser.submit(page, ticks, decision="allow" if consent else "deny")
     return page, params, verifier
 
 

@@ -20,7 +20,7 @@ from joserfc.jwk import KeySet
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.store import Store
-from tests.conftest import Browser, ShopHandle
+from tests.conftest import Browser, ShopHandle, checkboxes
 
 
 def free_port() -> int:
@@ -77,7 +77,7 @@ def test_full_flow_with_authlib_client(start_gateway: Callable[[], str],
         start = next(p for p in page.text.split('"') if p.startswith("/upstream/demo/start"))
         page = browser.follow(start.replace("&amp;", "&"))
         page = browser.submit(page, person="han-meimei")
-        final = browser.submit(page, decision="allow")
+        final = browser.submit(page, checkboxes(page), decision="allow")
     assert final.status_code == 302
     callback = final.headers["location"]
     assert f"iss={issuer}".replace(":", "%3A").replace("/", "%2F") in callback

@@ -22,6 +22,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 DEMO_SHOP_ID = "demo-shop"
 COOKIE = "demo_shop_session"
+# Fields no standard scope covers are asked for with the OIDC claims parameter (§5.5).
+EXTRA_CLAIMS = json.dumps({"userinfo": {"id_number": None, "location": None}})
 
 
 def _page(body: str) -> HTMLResponse:
@@ -41,7 +43,8 @@ def create_demo_shop(*, issuer: str, base_url: str, client_secret: str) -> FastA
 
     def client() -> AsyncOAuth2Client:
         return AsyncOAuth2Client(client_id=DEMO_SHOP_ID, client_secret=client_secret,
-                                 scope="openid profile email phone", redirect_uri=redirect_uri,
+                                 scope="openid profile email phone address",
+                                 redirect_uri=redirect_uri,
                                  token_endpoint_auth_method="client_secret_basic")
 
     @app.get("/")
@@ -68,7 +71,7 @@ def create_demo_shop(*, issuer: str, base_url: str, client_secret: str) -> FastA
         sessions[sid] = {"state": state, "nonce": nonce, "verifier": verifier}
         async with client() as oauth:
             url, _ = oauth.create_authorization_url(
-                f"{issuer}/authorize", state=state, nonce=nonce,
+                f"{issuer}/authorize", state=state, nonce=nonce, claims=EXTRA_CLAIMS,
                 code_challenge=create_s256_code_challenge(verifier), code_challenge_method="S256")
         response = RedirectResponse(url, status_code=302)
         response.set_cookie(COOKIE, sid, httponly=True, samesite="lax")

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.config.settings import is_loopback_host
 from gateway.errors import ConfigError
+from gateway.policy import ShopPolicy
 from gateway.vault.files import write_private_file
 from gateway.vault.signing import SigningAlg
 
@@ -66,6 +67,7 @@ class ShopConfig(BaseModel):
     jwks: dict[str, Any] | None = None
     jwks_uri: str | None = None
     sector_identifier_uri: str | None = None
+    policy: ShopPolicy = Field(default_factory=ShopPolicy)
 
     @field_validator("redirect_uris", "post_logout_redirect_uris")
     @classmethod

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 from gateway.config import Settings
-from gateway.consent import ConsentService
+from gateway.consent import ConsentRecord, ConsentService
 from gateway.oidc.clients import Shop, ShopRegistry
 from gateway.oidc.pairwise import pairwise_subject
 from gateway.oidc.sessions import LoginSessions, PendingRequests
 from gateway.oidc.tokens import TokenService
+from gateway.policy import Catalogue
 from gateway.store import Store
 from gateway.upstream import IdentityService
 from gateway.vault import SigningKeyRing
@@ -27,6 +33,8 @@ class ProviderContext:
     consents: ConsentService
     identities: IdentityService
     pairwise_secret: bytes
+    catalogue: Catalogue
+    pseudonym_secret: bytes
 
     @property
     def issuer(self) -> str:
@@ -37,3 +45,24 @@ class ProviderContext:
 
     def subject_for(self, shop: Shop, person_id: str) -> str:
         return pairwise_subject(self.pairwise_secret, shop.config.sector, person_id)
+
+    def shop_key(self, shop_id: str) -> bytes:
+        """The key a shop's pseudonyms and relay aliases are made with: one per shop, so two
+        shops can never join their customers on them."""
+        return hmac.new(self.pseudonym_secret, f"shop\x00{shop_id}".encode(), hashlib.sha256).digest()
+
+    def profile_and_consent(
+        self, person_id: str, client_id: str
+    ) -> tuple[dict[str, Any], ConsentRecord | None]:
+        """A person's profile and their consent record for one shop, in one round trip
+        (userinfo's hot path; the formats are those of IdentityService and ConsentService)."""
+        pipe = self.store.redis.pipeline(transaction=False)
+        pipe.get(self.store.keys.person_profile(person_id))
+        pipe.get(self.store.keys.person_consent(person_id, client_id))
+        raw_profile, raw_consent = pipe.execute()
+        profile = dict(json.loads(raw_profile)) if raw_profile else {}
+        return profile, ConsentRecord.from_json(raw_consent) if raw_consent else None
+
+    @property
+    def relay_domain(self) -> str:
+        return f"relay.{urlsplit(self.settings.issuer).hostname}"

@@ -6,11 +6,12 @@ from typing import Any
 
 from gateway.oidc.clients import SUPPORTED_SCOPES
 from gateway.oidc.server import ASSERTION_ALGORITHMS, TOKEN_AUTH_METHODS
+from gateway.policy import Catalogue
 
 SIGNING_ALGORITHMS = ["ES256", "RS256"]
 
 
-def provider_metadata(issuer: str) -> dict[str, Any]:
+def provider_metadata(issuer: str, catalogue: Catalogue) -> dict[str, Any]:
     return {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/authorize",
@@ -36,10 +37,9 @@ def provider_metadata(issuer: str) -> dict[str, Any]:
         "prompt_values_supported": ["none", "login", "consent"],
         "claims_supported": [
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "amr",
-            "nickname", "picture", "gender", "birthdate", "email", "email_verified",
-            "phone_number", "phone_number_verified", "address",
+            *sorted({spec.claim for spec in catalogue.fields.values()}),
         ],
-        "claims_parameter_supported": False,
+        "claims_parameter_supported": True,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
         "authorization_response_iss_parameter_supported": True,

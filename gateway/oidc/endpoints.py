@@ -30,12 +30,29 @@ def browser_id(request: Request) -> tuple[str, bool]:
     return new_secret(), True
 
 
-def outcome_response(outcome: Outcome, browser: str, set_browser: bool) -> Response:
+LANG_COOKIE = "cg_lang"
+LANGUAGE_TAGS = {"zh": "zh-CN", "zh-cn": "zh-CN", "zh-hans": "zh-CN", "en": "en"}
+
+
+def requested_language(params: list[tuple[str, str]]) -> str | None:
+    """The first supported language of ``ui_locales`` (OIDC Core §3.1.2.1) or ``lang``."""
+    values = dict(params)
+    for tag in (values.get("ui_locales", "") + " " + values.get("lang", "")).split():
+        language = LANGUAGE_TAGS.get(tag.lower()) or LANGUAGE_TAGS.get(tag.lower().split("-")[0])
+        if language:
+            return language
+    return None
+
+
+def outcome_response(outcome: Outcome, browser: str, set_browser: bool,
+                     language: str | None = None) -> Response:
     if isinstance(outcome, ErrorPage):
         raise BrowserError(outcome.error, outcome.description)
     response = bridge.redirect(outcome.location)
     if set_browser:
         response.set_cookie(BROWSER_COOKIE, browser, **COOKIE_OPTIONS)
+    if language:  # the pages that follow speak the language the shop asked for
+        response.set_cookie(LANG_COOKIE, language, max_age=365 * 86400, **COOKIE_OPTIONS)
     return response
 
 
@@ -43,7 +60,7 @@ def build_router(  # noqa: C901 - one small closure per endpoint
     ctx: ProviderContext, server: ProviderServer, flow: AuthorizationFlow
 ) -> APIRouter:
     router = APIRouter()
-    metadata = provider_metadata(ctx.issuer)
+    metadata = provider_metadata(ctx.issuer, ctx.catalogue)
     limit = ctx.settings.max_body_bytes
 
     @router.get("/.well-known/openid-configuration")
@@ -64,7 +81,7 @@ def build_router(  # noqa: C901 - one small closure per endpoint
         browser, set_browser = browser_id(request)
         person = await bridge.in_worker(ctx.sessions.find, request.cookies.get(SESSION_COOKIE))
         outcome = await bridge.in_worker(flow.start, params, person, browser)
-        return outcome_response(outcome, browser, set_browser)
+        return outcome_response(outcome, browser, set_browser, requested_language(params))
 
     @router.get("/authorize/continue")
     async def authorize_continue(request: Request) -> Response:

@@ -18,6 +18,8 @@ from authlib.common.urls import add_params_to_uri
 from authlib.oauth2.rfc6749 import AccessDeniedError, OAuth2Error
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 
+from gateway.consent import ConsentItem, ConsentRecord, consent_items, pending_items
+from gateway.oidc.clients import Shop
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.server import ProviderRequest, ProviderServer
 from gateway.oidc.sessions import PendingRequest, Person
@@ -37,6 +39,12 @@ class ErrorPage:
 
 
 Outcome = Redirect | ErrorPage
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentQuestion:
+    shop: Shop
+    items: list[ConsentItem]
 
 
 class TemporarilyUnavailableError(OAuth2Error):  # type: ignore[misc]
@@ -99,7 +107,9 @@ class AuthorizationFlow:
             return self._error(error, state)
         data = request.payload.data
         prompts = set(str(data.get("prompt", "")).split())
-        parked_at = pending.created if pending else int(time.time()) + 1
+        # Sign-ins and consent decisions made after the request was parked satisfy
+        # prompt=login / prompt=consent; a request that was never parked has had none.
+        parked_at = pending.created if pending else float("inf")
 
         if person is None or self._needs_login(data, prompts, person, parked_at):
             if "none" in prompts:
@@ -107,10 +117,10 @@ class AuthorizationFlow:
             request_id = request_id or self.ctx.pending.park(dict(params), browser)
             return Redirect(f"/login?{urlencode({'request': request_id})}")
 
-        requested = set((request.scope or "").split()) - {"openid"}
-        consent = self.ctx.consents.find(person.id, grant.client.client_id)
-        fresh_consent = consent is not None and consent.granted_at >= parked_at
-        if consent is None or not consent.covers(requested) or ("consent" in prompts and not fresh_consent):
+        record = self.ctx.consents.find(person.id, grant.client.client_id)
+        asked = self._asked_items(grant.client, set(grant.requested_fields), record, prompts, parked_at)
+        fresh = record is not None and record.decided_at >= parked_at
+        if asked or (record is None and not fresh):
             if "none" in prompts:
                 return self._error(ConsentRequiredError(redirect_uri=grant.redirect_uri), state)
             request_id = request_id or self.ctx.pending.park(dict(params), browser)
@@ -126,9 +136,35 @@ class AuthorizationFlow:
             return ErrorPage(str(dict(body).get("error", "server_error")), "")
         return Redirect(self._with_issuer(location))
 
+    def _asked_items(self, shop: Shop, requested: set[str], record: ConsentRecord | None,
+                     prompts: set[str], parked_at: float) -> list[ConsentItem]:
+        """What the consent screen must ask: everything for ``prompt=consent`` (once per
+        request), otherwise only what is new, widened or expired."""
+        items = consent_items(shop.config.policy, self.ctx.catalogue, requested)
+        fresh = record is not None and record.decided_at >= parked_at
+        if "consent" in prompts and not fresh:
+            return items
+        return pending_items(items, record, time.time())
+
+    def consent_question(self, request_id: str, person: Person, browser: str) -> ConsentQuestion | None:
+        """The consent screen's content for a parked request, or None if it is gone."""
+        pending = self.ctx.pending.find(request_id, browser)
+        if pending is None:
+            return None
+        request = self._request(list(pending.params.items()))
+        try:
+            grant = self.server.get_consent_grant(request, end_user=person)
+        except OAuth2Error:
+            return None
+        shop: Shop = grant.client
+        record = self.ctx.consents.find(person.id, shop.client_id)
+        prompts = set(pending.params.get("prompt", "").split())
+        items = self._asked_items(shop, set(grant.requested_fields), record, prompts, pending.created)
+        return ConsentQuestion(shop, items)
+
     @staticmethod
-    def _needs_login(data: dict[str, str], prompts: set[str], person: Person, parked_at: int) -> bool:
-        signed_in_since_parked = person.auth_time >= parked_at
+    def _needs_login(data: dict[str, str], prompts: set[str], person: Person, parked_at: float) -> bool:
+        signed_in_since_parked = person.signed_in_at >= parked_at
         if "login" in prompts and not signed_in_since_parked:
             return True
         max_age = data.get("max_age")

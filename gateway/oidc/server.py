@@ -39,6 +39,7 @@ from gateway.oidc.clients import SUPPORTED_SCOPES, Shop
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.sessions import Person
 from gateway.oidc.tokens import AuthorizationCode, TokenRecord, new_family, new_secret
+from gateway.policy import ClaimsParameterError, requested_fields
 from gateway.vault.signing import SigningAlg
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         redirect_uri: str = super().validate_authorization_request()
         if "openid" not in (self.request.scope or "").split():
             raise InvalidScopeError("The scope must include 'openid'.", redirect_uri=redirect_uri)
+        try:
+            self.requested_fields = sorted(requested_fields(
+                self.request.scope, self.request.payload.data.get("claims"), self.ctx.catalogue))
+        except ClaimsParameterError as error:
+            raise InvalidRequestError(str(error), redirect_uri=redirect_uri) from None
         return redirect_uri
 
     def generate_authorization_code(self) -> str:
@@ -145,6 +151,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             code_challenge=data.get("code_challenge"),
             code_challenge_method=data.get("code_challenge_method"),
             amr=list(person.amr),
+            fields=list(self.requested_fields),
         ))
 
     def query_authorization_code(self, code: str, client: Shop) -> AuthorizationCode | None:
@@ -373,6 +380,7 @@ class ProviderServer(AuthorizationServer):  # type: ignore[misc]
             person_id=request.user.id,
             family=source.family,
             auth_time=source.auth_time,
+            fields=list(source.fields),
         )
 
     def create_oauth2_request(self, request: ProviderRequest) -> ProviderRequest:

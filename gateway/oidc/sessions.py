@@ -27,6 +27,7 @@ class Person:
     auth_time: int
     amr: list[str] = field(default_factory=list)
     provider: str = ""
+    signed_in_at: float = 0.0  # precise time of the sign-in (auth_time is whole seconds)
 
     def get_user_id(self) -> str:
         return self.id
@@ -61,7 +62,7 @@ class PendingRequest:
 
     params: dict[str, str]
     browser: str
-    created: int
+    created: float  # time.time(), to compare with sign-in and consent times in the same second
 
     @property
     def client_id(self) -> str:
@@ -75,7 +76,7 @@ class PendingRequests:
 
     def park(self, params: dict[str, str], browser: str) -> str:
         request_id = new_secret()
-        record = PendingRequest(params=params, browser=browser, created=int(time.time()))
+        record = PendingRequest(params=params, browser=browser, created=time.time())
         key = self._store.keys.authorize_request(request_id)
         self._store.redis.set(key, json.dumps(asdict(record)), ex=self.ttl)
         return request_id

@@ -43,6 +43,7 @@ class AuthorizationCode:
     code_challenge: str | None = None
     code_challenge_method: str | None = None
     amr: list[str] = field(default_factory=list)
+    fields: list[str] = field(default_factory=list)  # catalogue fields the shop asked for
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -76,6 +77,7 @@ class TokenRecord:
     issued_at: int
     expires_at: int
     auth_time: int
+    fields: list[str] = field(default_factory=list)
 
     def check_client(self, client: Any) -> bool:
         return bool(client.get_client_id() == self.client_id)
@@ -133,6 +135,7 @@ class TokenService:
         person_id: str,
         family: str,
         auth_time: int,
+        fields: list[str],
     ) -> None:
         """Store the access (and refresh) token of one grant in one transaction."""
         now = int(time.time())
@@ -150,7 +153,7 @@ class TokenService:
                 digest(value)
             )
             record = TokenRecord(kind, key, client_id, person_id, scope, family, now, now + ttl,
-                                 auth_time)
+                                 auth_time, fields)
             pipe.set(key, json.dumps(asdict(record)), ex=ttl)
             members.append(key)
         pipe.sadd(family_key, *members)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from gateway.oidc.claims import release_claims
+import time
+from datetime import UTC, datetime
+
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.server import JSON_HEADERS, Response
+from gateway.policy import release_claims
 
 
 def _bearer_error(status: int, error: str | None, description: str = "") -> Response:
@@ -44,6 +47,14 @@ def userinfo_response(ctx: ProviderContext, authorization: str | None,
     shop = ctx.shops.get(record.client_id)
     if shop is None:  # the shop was removed from policies/ since the token was issued
         return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
-    profile = ctx.identities.profile(record.person_id)
-    claims = release_claims(profile, record.scope, ctx.subject_for(shop, record.person_id))
+    profile, consent = ctx.profile_and_consent(record.person_id, shop.client_id)
+    now = time.time()
+    claims, _ = release_claims(
+        shop_id=shop.client_id, person_id=record.person_id,
+        subject=ctx.subject_for(shop, record.person_id), policy=shop.config.policy,
+        catalogue=ctx.catalogue, requested=record.fields,
+        consented=consent.consented(now) if consent else set(), profile=profile,
+        shop_key=ctx.shop_key, relay_domain=ctx.relay_domain,
+        today=datetime.fromtimestamp(now, UTC).date(),
+    )
     return 200, claims, list(JSON_HEADERS)

@@ -44,6 +44,11 @@ DEMO_PEOPLE: tuple[DemoPerson, ...] = (
             "phone": "13812345678",
             "email": "lilei@example.com",
             "birthdate": "1990-04-12",
+            "real_name": "李雷",
+            "id_number": "11010519900412001X",
+            "address": {"country": "CN", "region": "CN-GD", "locality": "深圳",
+                        "street_address": "南山区科技园 1 号"},
+            "precise_location": {"latitude": 22.5431, "longitude": 114.0579, "locality": "深圳"},
         },
     ),
     DemoPerson(
@@ -58,6 +63,9 @@ DEMO_PEOPLE: tuple[DemoPerson, ...] = (
             "phone": "13987654321",
             "email": "meimei@example.com",
             "birthdate": "2008-09-01",
+            "real_name": "韩梅梅",
+            "address": {"country": "CN", "region": "CN-SH", "locality": "上海",
+                        "street_address": "浦东新区世纪大道 100 号"},
         },
     ),
     DemoPerson(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 LANGUAGES = ("zh-CN", "en")
-LANG_COOKIE = "cg_lang"
+LANG_COOKIE = "cg_lang"  # also set by /authorize from ui_locales
 
 MESSAGES: dict[str, dict[str, str]] = {
     "title": {"en": "Consent Gateway", "zh-CN": "授权网关"},
@@ -32,13 +32,22 @@ MESSAGES: dict[str, dict[str, str]] = {
     },
     "allow": {"en": "Allow", "zh-CN": "同意"},
     "deny": {"en": "Deny", "zh-CN": "拒绝"},
-    "scope_openid": {"en": "A pseudonym for you, different for every shop",
-                     "zh-CN": "一个仅用于该商店的匿名标识"},
-    "scope_profile": {"en": "Your nickname, avatar, gender and birth date",
-                      "zh-CN": "您的昵称、头像、性别和出生日期"},
-    "scope_email": {"en": "Your e-mail address", "zh-CN": "您的电子邮箱"},
-    "scope_phone": {"en": "Your phone number", "zh-CN": "您的手机号码"},
-    "scope_address": {"en": "Your region and city", "zh-CN": "您所在的地区和城市"},
+    "consent_pseudonym": {
+        "en": "To sign you in, the shop gets a pseudonym that is different for every shop.",
+        "zh-CN": "为了让您登录，商店会获得一个仅用于该商店的匿名标识。"},
+    "legal_basis": {"en": "Legal basis", "zh-CN": "法律依据"},
+    "retention": {"en": "Kept for", "zh-CN": "保存期限"},
+    "days": {"en": "days", "zh-CN": "天"},
+    "allow_required": {"en": "Allow the shop to use, for this purpose:",
+                       "zh-CN": "允许商店为此目的使用："},
+    "optional": {"en": "optional", "zh-CN": "可选"},
+    "sensitive_note": {"en": "Sensitive personal information: ask separately.",
+                       "zh-CN": "敏感个人信息，需单独同意。"},
+    "sensitive_why": {"en": "Why it is needed:", "zh-CN": "使用原因："},
+    "allow_selected": {"en": "Allow what I ticked", "zh-CN": "同意所勾选的内容"},
+    "basis_consent": {"en": "your consent", "zh-CN": "您的同意"},
+    "basis_contract": {"en": "necessary for a contract with you", "zh-CN": "履行与您的合同所必需"},
+    "basis_legal_obligation": {"en": "a legal obligation", "zh-CN": "履行法定义务"},
     "logout_title": {"en": "Sign out of Consent Gateway?", "zh-CN": "退出授权网关？"},
     "logout_confirm": {"en": "Sign out", "zh-CN": "退出"},
     "logged_out": {"en": "You are signed out.", "zh-CN": "您已退出登录。"},

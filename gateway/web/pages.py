@@ -12,16 +12,18 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from gateway.consent import Grant, receipt_claims
 from gateway.errors import BrowserError
 from gateway.oidc import bridge
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.endpoints import COOKIE_OPTIONS, browser_id, outcome_response
-from gateway.oidc.flow import AuthorizationFlow, Redirect, TemporarilyUnavailableError
+from gateway.oidc.flow import AuthorizationFlow, ConsentQuestion, Redirect, TemporarilyUnavailableError
 from gateway.oidc.server import ProviderRequest, ProviderServer
 from gateway.oidc.sessions import SESSION_COOKIE, Person
 from gateway.upstream import UpstreamError
 from gateway.upstream.demo import DEMO_PEOPLE, DemoProvider, find_demo_person
 from gateway.upstream.logins import UpstreamLogins
+from gateway.web.consent_view import consent_view, granted_items
 from gateway.web.csrf import csrf_token, csrf_valid
 from gateway.web.rendering import Renderer
 
@@ -50,16 +52,19 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
     ctx = web.provider
     limit = ctx.settings.max_body_bytes
 
-    async def form_of(request: Request, purpose: str) -> dict[str, str]:
-        """The POSTed form, after checking its CSRF token."""
+    async def form_pairs(request: Request, purpose: str) -> list[tuple[str, str]]:
+        """The POSTed form fields (repeated names kept), after checking its CSRF token."""
         try:
-            fields = dict(await bridge.read_form(request, limit))
+            pairs = await bridge.read_form(request, limit)
         except OAuth2Error as error:
             raise BrowserError(error.error, error.get_error_description() or "") from None
         browser = request.cookies.get("__Host-cg_browser")
-        if not csrf_valid(web.csrf_secret, browser, purpose, fields.get("csrf")):
+        if not csrf_valid(web.csrf_secret, browser, purpose, dict(pairs).get("csrf")):
             raise BrowserError("invalid_request", "The form has expired. Reload the page.", 403)
-        return fields
+        return pairs
+
+    async def form_of(request: Request, purpose: str) -> dict[str, str]:
+        return dict(await form_pairs(request, purpose))
 
     def token_for(request: Request, purpose: str) -> str:
         browser, _ = browser_id(request)
@@ -104,7 +109,8 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
         except UpstreamError as error:
             return await _upstream_failed(request, error, browser)
         person_id = await bridge.in_worker(ctx.identities.resolve, finished.identity)
-        person = Person(person_id, int(time.time()), list(finished.identity.amr), provider_id)
+        now = time.time()
+        person = Person(person_id, int(now), list(finished.identity.amr), provider_id, now)
         await bridge.in_worker(ctx.sessions.end, request.cookies.get(SESSION_COOKIE))
         session_id = await bridge.in_worker(ctx.sessions.start, person)
         response = bridge.redirect(f"/authorize/continue?{urlencode({'request': finished.request_id})}")
@@ -125,35 +131,54 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
                                  error="upstream_error", message_key="upstream_failed",
                                  back_url=back_url)
 
+    async def consent_question(request: Request, request_id: str) -> tuple[Person, ConsentQuestion]:
+        browser, _ = browser_id(request)
+        person = await bridge.in_worker(ctx.sessions.find, request.cookies.get(SESSION_COOKIE))
+        question = None
+        if person is not None:
+            question = await bridge.in_worker(web.flow.consent_question, request_id, person, browser)
+        if person is None or question is None:
+            raise BrowserError("invalid_request", EXPIRED)
+        return person, question
+
     @router.get("/consent")
     async def consent_page(request: Request) -> Response:
-        browser, _ = browser_id(request)
         request_id = request.query_params.get("request", "")
-        person = await bridge.in_worker(ctx.sessions.find, request.cookies.get(SESSION_COOKIE))
-        pending = await bridge.in_worker(ctx.pending.find, request_id, browser)
-        shop = ctx.shops.get(pending.client_id) if pending else None
-        if pending is None or person is None or shop is None:
-            raise BrowserError("invalid_request", EXPIRED)
-        scopes = shop.get_allowed_scope(pending.params.get("scope")).split()
-        return web.renderer.page(request, "consent.html", request_id=request_id,
-                                 shop_name=shop.config.name, scopes=scopes,
-                                 csrf=token_for(request, "consent"))
+        _, question = await consent_question(request, request_id)
+        shop = question.shop
+        language = web.renderer.language(request)
+        return web.renderer.page(
+            request, "consent.html", request_id=request_id,
+            shop_name=(shop.config.name_zh or shop.config.name) if language == "zh-CN" else shop.config.name,
+            purposes=consent_view(question.items, shop.config.policy, ctx.catalogue, language),
+            csrf=token_for(request, "consent"),
+        )
 
     @router.post("/consent")
     async def consent_submit(request: Request) -> Response:
-        fields = await form_of(request, "consent")
+        pairs = await form_pairs(request, "consent")
+        fields = dict(pairs)
         browser, set_browser = browser_id(request)
         request_id = fields.get("request", "")
-        person = await bridge.in_worker(ctx.sessions.find, request.cookies.get(SESSION_COOKIE))
-        pending = await bridge.in_worker(ctx.pending.find, request_id, browser)
-        shop = ctx.shops.get(pending.client_id) if pending else None
-        if pending is None or person is None or shop is None:
-            raise BrowserError("invalid_request", EXPIRED)
+        person, question = await consent_question(request, request_id)
         if fields.get("decision") != "allow":
             outcome = await bridge.in_worker(web.flow.deny, request_id, person, browser)
             return outcome_response(outcome, browser, set_browser)
-        scopes = set(shop.get_allowed_scope(pending.params.get("scope")).split()) - {"openid"}
-        await bridge.in_worker(ctx.consents.grant, person.id, shop.client_id, scopes)
+        shop = question.shop
+        granted = granted_items(question.items, pairs)
+        language = web.renderer.language(request)
+
+        def make_receipt(grants: list[Grant], timestamp: int) -> str:
+            claims = receipt_claims(
+                issuer=ctx.issuer, shop_id=shop.client_id, shop_name=shop.config.name,
+                shop_contact=shop.config.contact, subject=ctx.subject_for(shop, person.id),
+                policy=shop.config.policy, catalogue=ctx.catalogue, grants=grants,
+                language=language, timestamp=timestamp)
+            return ctx.signing_keys.sign(claims, "ES256")
+
+        await bridge.in_worker(lambda: ctx.consents.decide(
+            person.id, shop.client_id, shop.config.policy.version, question.items, granted,
+            make_receipt=make_receipt))
         return _see_other(f"/authorize/continue?{urlencode({'request': request_id})}")
 
     @router.api_route("/logout", methods=["GET", "POST"])
