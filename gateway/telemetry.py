@@ -41,7 +41,16 @@ class JsonFormatter(logging.Formatter):
         }
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS})
         if record.exc_info:
-            entry["exception"] = record.exc_info[0].__name__ if record.exc_info[0] else None
+            # The type and where it was raised, never the message or locals: both may quote
+            # request input or profile values.
+            kind, _, trace = record.exc_info
+            entry["exception"] = kind.__name__ if kind else None
+            while trace is not None and trace.tb_next is not None:
+                trace = trace.tb_next
+            if trace is not None:
+                code = trace.tb_frame.f_code
+                filename = code.co_filename.rsplit("/", 1)[-1]
+                entry["at"] = f"{filename}:{trace.tb_lineno} in {code.co_name}"
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 

@@ -120,6 +120,42 @@ def keys_rotate(alg: str) -> None:
 
 
 @main.group()
+def policy() -> None:
+    """Consent policies in policies/ (catalogue.yaml and shops/*.yaml)."""
+
+
+@policy.command("check")
+@one_line_errors
+def policy_check() -> None:
+    """Lint the whole policies folder; every problem with its file and line."""
+    from gateway.oidc.clients import ShopRegistry
+    from gateway.policy import check_folder
+
+    settings = load_settings()
+    problems = [str(p) for p in check_folder(settings.policies_dir)]
+    if not problems:
+        try:  # the protocol part of the shop files too
+            ShopRegistry.load(settings.policies_dir, settings.keys_dir, settings.signing_alg)
+        except ConfigError as error:
+            problems.append(str(error))
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        sys.exit(1)
+    click.echo(f"{settings.policies_dir}: no problems")
+
+
+@policy.command("schema")
+def policy_schema() -> None:
+    """Print the JSON Schema of a shop file's policy and of the catalogue."""
+    import json
+
+    from gateway.policy.schema import policy_json_schema
+
+    click.echo(json.dumps(policy_json_schema(), indent=2, ensure_ascii=False))
+
+
+@main.group()
 def shops() -> None:
     """Shops declared in policies/shops."""
 

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     id_token_ttl: int = Field(default=3600, ge=60, le=86400)
     session_ttl: int = Field(default=8 * 3600, ge=300, le=30 * 86400)
     authorize_request_ttl: int = Field(default=600, ge=60, le=3600)
+    relay_email_domain: str = Field(
+        default="", description="Domain of relay e-mail aliases; empty: relay.<issuer host>."
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

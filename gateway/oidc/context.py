@@ -65,4 +65,4 @@ class ProviderContext:
 
     @property
     def relay_domain(self) -> str:
-        return f"relay.{urlsplit(self.settings.issuer).hostname}"
+        return self.settings.relay_email_domain or f"relay.{urlsplit(self.settings.issuer).hostname}"

@@ -72,6 +72,19 @@ def build_router(  # noqa: C901 - one small closure per endpoint
     async def jwks() -> JSONResponse:
         return JSONResponse(ctx.signing_keys.jwks(), headers={"Cache-Control": "public, max-age=300"})
 
+    @router.get("/policies/{client_id}")
+    @router.get("/policies/{client_id}/v{version}")
+    async def shop_policy(client_id: str, version: int | None = None) -> JSONResponse:
+        """A shop's current policy, public: who receives what, why, and for how long."""
+        shop = ctx.shops.get(client_id)
+        if shop is None or (version is not None and version != shop.config.policy.version):
+            return JSONResponse({"error": "not_found"}, status_code=404)
+        return JSONResponse({
+            "client_id": shop.client_id, "name": shop.config.name, "name_zh": shop.config.name_zh,
+            "contact": shop.config.contact,
+            **shop.config.policy.model_dump(mode="json", by_alias=True),
+        })
+
     @router.api_route("/authorize", methods=["GET", "POST"])
     async def authorize(request: Request) -> Response:
         try:

@@ -74,3 +74,34 @@ def test_invalid_shop_file_refuses_to_start(env: Path) -> None:
     result = CliRunner().invoke(main, ["shops", "list"])
     assert result.exit_code == 2
     assert "bad.yaml" in result.output and "https" in result.output
+
+
+def test_policy_check_reports_each_problem_with_file_and_line(env: Path) -> None:
+    catalogue = Path(__file__).resolve().parents[2] / "policies" / "catalogue.yaml"
+    (env / "policies" / "catalogue.yaml").write_text(catalogue.read_text(encoding="utf-8"))
+    (env / "policies" / "shops" / "s.yaml").write_text(yaml.safe_dump({
+        "client_id": "shop-cli", "name": "CLI shop", "redirect_uris": ["https://s.example/cb"],
+        "policy": {"fields": [{"field": "shoe_size", "purpose": "x"},
+                              {"field": "nickname", "purpose": "x", "required": True}]}}))
+    result = CliRunner().invoke(main, ["policy", "check"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith(str(env / "policies" / "shops" / "s.yaml") + ":") for line in lines)
+
+
+def test_policy_check_passes_on_the_repository_policies(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    monkeypatch.setenv("GATEWAY_POLICIES_DIR", str(Path(__file__).resolve().parents[2] / "policies"))
+    monkeypatch.setenv("GATEWAY_KEYS_DIR", str(tmp_path))
+    result = CliRunner().invoke(main, ["policy", "check"])
+    assert result.exit_code == 0, result.output
+    assert "no problems" in result.output
+
+
+def test_published_policy_schema_is_current() -> None:
+    import json
+
+    published = Path(__file__).resolve().parents[2] / "docs" / "policy-schema.json"
+    result = CliRunner().invoke(main, ["policy", "schema"])
+    assert json.loads(result.output) == json.loads(published.read_text(encoding="utf-8"))

@@ -128,3 +128,12 @@ def test_shop_can_ask_for_rs256_id_tokens(make_shop: object, make_client: object
     keys = KeySet.import_key_set(client.get("/jwks").json())
     decoded = jwt.decode(token["id_token"], keys, algorithms=["RS256"])
     assert decoded.header["alg"] == "RS256"
+
+
+def test_shop_policy_is_public_and_versioned(client: TestClient, shop: ShopHandle) -> None:
+    body = client.get(f"/policies/{shop.client_id}").json()
+    assert body["version"] == 1 and body["purposes"][0]["id"] == "account"
+    assert body["purposes"][0]["name"]["zh-CN"] == "账户"
+    assert client.get(f"/policies/{shop.client_id}/v1").status_code == 200
+    assert client.get(f"/policies/{shop.client_id}/v9").status_code == 404
+    assert client.get("/policies/nobody").status_code == 404
