@@ -32,7 +32,9 @@ from gateway.upstream import Connector, IdentityService
 from gateway.upstream.demo import DemoConnector, DemoProvider
 from gateway.upstream.logins import UpstreamLogins
 from gateway.vault import SigningKeyRing, load_or_create_secret
+from gateway.oidc.account import AccountService
 from gateway.web import Renderer, WebContext, build_pages_router
+from gateway.web.account import build_account_router
 from gateway.web.rendering import TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -108,6 +110,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     )
     app.include_router(build_router(provider, gateway.server, flow))
     app.include_router(build_pages_router(web))
+    app.include_router(build_account_router(web, AccountService(provider)))
     app.mount("/static", StaticFiles(directory=TEMPLATES.parent / "static"), name="static")
 
     @app.get("/healthz")

@@ -39,6 +39,7 @@ class ErrorPage:
 
 
 Outcome = Redirect | ErrorPage
+ACCOUNT_SIGN_IN = "account_sign_in"  # marks a parked sign-in for /account, not for a shop
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +82,17 @@ class AuthorizationFlow:
         pending = self.ctx.pending.find(request_id, browser)
         if pending is None:
             return ErrorPage("invalid_request", "This sign-in has expired. Start again from the shop.")
+        if pending.params.get(ACCOUNT_SIGN_IN) == "1":  # the person's own pages, no shop involved
+            if person is None:
+                return Redirect(f"/login?{urlencode({'request': request_id})}")
+            self.ctx.pending.finish(request_id)
+            return Redirect("/account")
         return self._decide(list(pending.params.items()), person, browser, pending, request_id)
+
+    def start_account_sign_in(self, browser: str) -> Redirect:
+        """Sign-in for the person's consent centre: the same providers, then /account."""
+        request_id = self.ctx.pending.park({ACCOUNT_SIGN_IN: "1"}, browser)
+        return Redirect(f"/login?{urlencode({'request': request_id})}")
 
     def deny(self, request_id: str, person: Person | None, browser: str,
              error_type: type[OAuth2Error] = AccessDeniedError) -> Outcome:

@@ -1,0 +1,96 @@
+"""The consent centre: what was shared, withdrawal with confirmation, download, erasure."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from starlette.testclient import TestClient
+
+from tests.conftest import Browser, ShopHandle, exchange_code, query_of, sign_in
+
+
+def signed_in_with_token(client: TestClient, shop: ShopHandle) -> tuple[Browser, dict[str, Any]]:
+    browser = Browser(client)
+    final, _, verifier = sign_in(browser, shop, scope="openid profile email phone", ui_locales="en")
+    token = exchange_code(client, shop, query_of(final.headers["location"])["code"], verifier).json()
+    return browser, token
+
+
+def userinfo(client: TestClient, token: dict[str, Any]) -> Any:
+    return client.get("/userinfo", headers={"Authorization": f"Bearer {token['access_token']}"})
+
+
+def test_account_without_session_signs_in_then_comes_back(client: TestClient, shop: ShopHandle) -> None:
+    browser = Browser(client)
+    page = browser.follow("/account")
+    start = re.search(r'href="(/upstream/demo/start\?[^"]+)"', page.text)
+    assert start
+    page = browser.follow(start.group(1).replace("&amp;", "&"))
+    page = browser.submit(page, person="li-lei")
+    assert page.status_code == 200 and str(page.url).endswith("/account")
+
+
+def test_account_lists_each_shop_with_purposes_fields_and_dates(client: TestClient, shop: ShopHandle) -> None:
+    browser, _ = signed_in_with_token(client, shop)
+    page = browser.follow("/account")
+    assert "Shop shop-a" in page.text
+    assert "your phone number, with the middle hidden" in page.text
+    assert "expires" in page.text and "Policy version 1" in page.text
+
+
+def test_withdraw_needs_confirmation_then_revokes_the_shops_tokens(client: TestClient,
+                                                                   shop: ShopHandle) -> None:
+    browser, token = signed_in_with_token(client, shop)
+    assert userinfo(client, token).json()["phone_number"] == "138****5678"
+    page = browser.follow("/account")
+    forms = re.findall(r'<form method="post" action="/account/withdraw".*?</form>', page.text, re.S)
+    phone_form = next(f for f in forms if 'value="phone"' in f)
+    fields = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', phone_form))
+    body = "&".join(f"{k}={v}" for k, v in fields.items())
+    confirm = browser.request("POST", "/account/withdraw", content=body,
+                              headers={"content-type": "application/x-www-form-urlencoded"})
+    assert confirm.status_code == 200 and "Withdraw consent?" in confirm.text
+    assert userinfo(client, token).status_code == 200  # nothing happened yet
+    done = browser.submit(confirm, confirm="yes")
+    assert done.status_code == 200 and str(done.url).endswith("/account")
+    assert userinfo(client, token).status_code == 401  # the shop's tokens are gone
+    assert "with the middle hidden" not in done.text  # phone no longer listed
+
+
+def test_withdraw_rejects_missing_or_wrong_csrf(client: TestClient, shop: ShopHandle) -> None:
+    browser, token = signed_in_with_token(client, shop)
+    for body in (f"shop={shop.client_id}&confirm=yes", f"shop={shop.client_id}&confirm=yes&csrf=x"):
+        reply = browser.request("POST", "/account/withdraw", content=body,
+                                headers={"content-type": "application/x-www-form-urlencoded"})
+        assert reply.status_code == 403
+    assert userinfo(client, token).status_code == 200
+
+
+def test_download_my_data_contains_profile_and_consents(client: TestClient, shop: ShopHandle) -> None:
+    browser, _ = signed_in_with_token(client, shop)
+    reply = browser.request("GET", "/account/export")
+    assert reply.headers["content-disposition"].startswith("attachment")
+    data = json.loads(reply.text)
+    assert data["profile"]["email"] == "lilei@example.com"
+    (consent,) = data["consents"]
+    assert consent["shop"]["client_id"] == shop.client_id
+    assert {g["field"] for g in consent["grants"]} >= {"nickname", "phone"}
+    assert consent["receipts"]
+
+
+def test_erase_needs_confirmation_then_ends_everything(client: TestClient, shop: ShopHandle) -> None:
+    browser, token = signed_in_with_token(client, shop)
+    page = browser.follow("/account")
+    erase_form = re.search(r'<form method="post" action="/account/erase">.*?</form>', page.text, re.S)
+    assert erase_form
+    csrf = re.search(r'name="csrf" value="([^"]+)"', erase_form.group(0))
+    assert csrf
+    confirm = browser.request("POST", "/account/erase", content=f"csrf={csrf.group(1)}",
+                              headers={"content-type": "application/x-www-form-urlencoded"})
+    assert "Erase your account?" in confirm.text
+    done = browser.submit(confirm, confirm="yes")
+    assert done.status_code == 200
+    assert userinfo(client, token).status_code == 401
+    assert "__Host-cg_session" not in browser.cookies
