@@ -58,3 +58,56 @@ class KeySpace:
 
     def all_keys_pattern(self) -> str:
         return f"{self.prefix}*"
+
+    # -- vault --
+
+    def vault_data_key(self, person_id: str) -> str:
+        """The person's wrapped data key (crypto-shredding deletes exactly this key)."""
+        return f"{self.prefix}{{p:{person_id}}}:dek"
+
+    def vault_data_key_pattern(self) -> str:
+        """SCAN pattern matching every person's wrapped data key (rewrap, counting)."""
+        escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in self.prefix)
+        return f"{escaped}{{p:*}}:dek"
+
+    def vault_data_key_person(self, key: str) -> str | None:
+        """The person id in a key named by :meth:`vault_data_key`, or None for any other key."""
+        head, tail = f"{self.prefix}{{p:", "}:dek"
+        if len(key) < len(head) + len(tail) or not (key.startswith(head) and key.endswith(tail)):
+            return None
+        return key[len(head):-len(tail)]
+
+    def vault_rewrap_progress(self) -> str:
+        """Hash holding the SCAN cursor and counters of an unfinished rewrap."""
+        return f"{self.prefix}vault:rewrap"
+
+    # -- audit --
+    # Every audit key carries the hash tag {audit}: the log is one total order, written by one
+    # Lua script, so on Redis Cluster all of it lives in one slot (docs/audit.md).
+
+    def audit_size(self) -> str:
+        return f"{self.prefix}{{audit}}:size"
+
+    def audit_head(self) -> str:
+        return f"{self.prefix}{{audit}}:head"
+
+    def audit_entries(self) -> str:
+        return f"{self.prefix}{{audit}}:entries"
+
+    def audit_tile(self, level: int, tile: int) -> str:
+        return f"{self.prefix}{{audit}}:tile:{level}:{tile}"
+
+    def audit_sealed(self) -> str:
+        return f"{self.prefix}{{audit}}:sealed"
+
+    def audit_checkpoints(self) -> str:
+        return f"{self.prefix}{{audit}}:checkpoints"
+
+    def audit_checkpoint_lock(self) -> str:
+        return f"{self.prefix}{{audit}}:checkpoint-lock"
+
+    def audit_hours(self) -> str:
+        return f"{self.prefix}{{audit}}:hours"
+
+    def audit_index(self, dimension: str, value: str) -> str:
+        return f"{self.prefix}{{audit}}:idx:{dimension}:{value}"
