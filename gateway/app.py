@@ -18,6 +18,7 @@ from gateway.config import Settings
 from gateway.consent import ConsentService
 from gateway.errors import BrowserError
 from gateway.oidc import bridge
+from gateway.oidc.account import AccountService
 from gateway.oidc.clients import ShopRegistry
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.endpoints import build_router
@@ -31,8 +32,8 @@ from gateway.telemetry import Metrics, TelemetryMiddleware, hold_secret_logging_
 from gateway.upstream import Connector, IdentityService
 from gateway.upstream.demo import DemoConnector, DemoProvider
 from gateway.upstream.logins import UpstreamLogins
-from gateway.vault import SigningKeyRing, load_or_create_secret
-from gateway.oidc.account import AccountService
+from gateway.vault import Envelope, SigningKeyRing, load_key_ring, load_or_create_secret
+from gateway.vault.profiles import SealedProfiles
 from gateway.web import Renderer, WebContext, build_pages_router
 from gateway.web.account import build_account_router
 from gateway.web.rendering import TEMPLATES
@@ -56,7 +57,14 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
     catalogue = load_policies(settings.policies_dir)  # refuses to start on an invalid policy
     shops = ShopRegistry.load(settings.policies_dir, settings.keys_dir, settings.signing_alg)
     ring = SigningKeyRing(settings.keys_dir).load_or_create()
+    master_key = settings.master_key.get_secret_value() if settings.master_key else None
+    kek_ring = load_key_ring(settings.keys_dir, master_key=master_key,
+                             master_key_file=settings.master_key_file, demo=settings.demo,
+                             create_if_missing=settings.demo)
     store = store or open_store(settings)
+    envelope = Envelope(store, kek_ring, cache_size=settings.data_key_cache_size,
+                        cache_ttl=float(settings.data_key_cache_ttl))
+    profiles = SealedProfiles(store, envelope)
     provider = ProviderContext(
         settings=settings,
         store=store,
@@ -68,7 +76,8 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
         sessions=LoginSessions(store, settings.session_ttl),
         pending=PendingRequests(store, settings.authorize_request_ttl),
         consents=ConsentService(store),
-        identities=IdentityService(store, load_or_create_secret(settings.keys_dir, "link")),
+        identities=IdentityService(store, load_or_create_secret(settings.keys_dir, "link"), profiles),
+        profiles=profiles,
         pairwise_secret=load_or_create_secret(settings.keys_dir, "pairwise"),
         catalogue=catalogue,
         pseudonym_secret=load_or_create_secret(settings.keys_dir, "pseudonym"),

@@ -33,6 +33,9 @@ from gateway.oidc.clients import issue_client_secret
 from gateway.store import Store
 
 ISSUER = "https://gateway.test"
+# The key ring in the session's keys directory is sealed under this master key, so that
+# tests run the production configuration (demo mode would also accept an unsealed ring).
+TEST_MASTER_KEY = secrets.token_hex(32)
 SHOP_REDIRECT = "https://shop.example/callback"
 
 
@@ -140,6 +143,7 @@ def make_settings(tmp_path: Path, keys_dir: Path, policies_dir: Path,
             "issuer": ISSUER, "demo": True, "keys_dir": keys_dir, "policies_dir": policies_dir,
             "data_dir": tmp_path / "data", "redis_key_prefix": store.keys.prefix,
             "redis_url": "redis://unused.invalid:6379",  # the store fixture is passed in
+            "master_key": TEST_MASTER_KEY,
         }
         values.update(overrides)
         return Settings(**values)

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 
 from gateway.config import Settings, load_settings
-from gateway.errors import ConfigError
+from gateway.errors import ConfigError, GatewayError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -23,7 +23,7 @@ def one_line_errors(function: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return function(*args, **kwargs)
-        except ConfigError as error:
+        except GatewayError as error:  # ConfigError and the vault's refusals alike
             click.echo(f"gateway: {error}", err=True)
             sys.exit(2)
 
@@ -91,32 +91,110 @@ def demo(host: str, port: int, shop_port: int) -> None:
 
 @main.group()
 def keys() -> None:
-    """Signing keys in keys/signing."""
+    """Keys in keys/: key-encryption keys (vault/kek.ring) and ID token signing keys."""
+
+
+def _kek_ring(settings: Settings, create: bool = False) -> Any:
+    from gateway.vault import KeyRing, load_key_ring, load_master_key
+
+    master_key = settings.master_key.get_secret_value() if settings.master_key else None
+    if create:
+        master = load_master_key(master_key, settings.master_key_file)
+        return KeyRing.init(settings.keys_dir, master, demo=settings.demo)
+    return load_key_ring(settings.keys_dir, master_key=master_key,
+                         master_key_file=settings.master_key_file, demo=settings.demo)
+
+
+@keys.command("init")
+@one_line_errors
+def keys_init() -> None:
+    """Create the key-encryption key ring, sealed under the master key."""
+    ring = _kek_ring(load_settings(), create=True)
+    sealed = "sealed under the master key" if ring.sealed else "NOT sealed (demo only)"
+    click.echo(f"key ring created, {sealed}: {ring.entries()[0].kek_id} primary")
 
 
 @keys.command("list")
 @one_line_errors
 def keys_list() -> None:
-    """Show the signing keys and their states."""
-    from gateway.vault import SigningKeyRing
-
-    ring = SigningKeyRing(load_settings().keys_dir).load_or_create()
-    for entry in ring.entries():
-        until = f" until {entry.retire_after}" if entry.retire_after else ""
-        click.echo(f"{entry.kid}  {entry.alg}  {entry.state}{until}")
-
-
-@keys.command("rotate")
-@click.option("--alg", type=click.Choice(["ES256", "RS256"]), default="ES256", show_default=True)
-@one_line_errors
-def keys_rotate(alg: str) -> None:
-    """Make a new primary key; the old one stays in the JWKS until its tokens expire."""
+    """Show the key-encryption keys and the signing keys, with their states."""
     from gateway.vault import SigningKeyRing
 
     settings = load_settings()
-    ring = SigningKeyRing(settings.keys_dir).load_or_create()
-    entry = ring.rotate(alg, overlap_seconds=settings.id_token_ttl)  # type: ignore[arg-type]
-    click.echo(f"new primary {entry.alg} key {entry.kid}")
+    ring = _kek_ring(settings)
+    click.echo(f"key-encryption keys ({'sealed' if ring.sealed else 'NOT sealed: demo only'}):")
+    for info in ring.entries():
+        click.echo(f"  {info.kek_id}  {info.state.value}  created {info.created}")
+    click.echo("signing keys:")
+    for entry in SigningKeyRing(settings.keys_dir).load_or_create().entries():
+        until = f" until {entry.retire_after}" if entry.retire_after else ""
+        click.echo(f"  {entry.kid}  {entry.alg}  {entry.state}{until}")
+
+
+@keys.command("rotate")
+@click.option("--signing", "signing_alg", type=click.Choice(["ES256", "RS256"]), default=None,
+              help="Rotate the ID token signing key of this algorithm instead of the KEK.")
+@one_line_errors
+def keys_rotate(signing_alg: str | None) -> None:
+    """Make a new primary key-encryption key (or, with --signing, signing key)."""
+    from gateway.vault import SigningKeyRing
+
+    settings = load_settings()
+    if signing_alg:
+        ring = SigningKeyRing(settings.keys_dir).load_or_create()
+        # The old key stays in the JWKS as long as an ID token it signed can live.
+        entry = ring.rotate(signing_alg, overlap_seconds=settings.id_token_ttl)  # type: ignore[arg-type]
+        click.echo(f"new primary {entry.alg} signing key {entry.kid}")
+        return
+    info = _kek_ring(settings).rotate()
+    click.echo(f"new primary key-encryption key {info.kek_id}; run `gateway keys rewrap` next")
+
+
+@keys.command("rewrap")
+@one_line_errors
+def keys_rewrap() -> None:
+    """Re-wrap every person's data key under the primary KEK (resumable)."""
+    from gateway.store import open_store
+    from gateway.vault import DataKeyStore, rewrap_data_keys
+
+    settings = load_settings()
+    store = open_store(settings)
+    try:
+        data_keys = DataKeyStore(store, _kek_ring(settings))
+        with click.progressbar(length=max(data_keys.count(), 1), label="rewrapping") as bar:
+            seen = 0
+
+            def advance(progress: Any) -> None:
+                nonlocal seen
+                bar.update(progress.scanned - seen)
+                seen = progress.scanned
+
+            result = rewrap_data_keys(data_keys, on_progress=advance)
+    finally:
+        store.close()
+    click.echo(f"rewrapped {result.rewrapped}, already current {result.unchanged}, failed {result.failed}")
+    if result.failed:
+        sys.exit(1)
+
+
+@keys.command("retire")
+@click.argument("kek_id")
+@click.option("--grace", default=10.0, show_default=True,
+              help="Seconds a demoted key must wait, so every process has seen the rotation.")
+@one_line_errors
+def keys_retire(kek_id: str, grace: float) -> None:
+    """Destroy a former key-encryption key once no data key is wrapped under it."""
+    from gateway.store import open_store
+    from gateway.vault import DataKeyStore
+
+    settings = load_settings()
+    store = open_store(settings)
+    try:
+        ring = _kek_ring(settings)
+        ring.retire(kek_id, DataKeyStore(store, ring).count_wrapped_under, grace_seconds=grace)
+    finally:
+        store.close()
+    click.echo(f"key-encryption key {kek_id} retired: its material is destroyed")
 
 
 @main.group()

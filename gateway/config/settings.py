@@ -10,10 +10,18 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -39,6 +47,177 @@ def is_loopback_host(host: str | None) -> bool:
         return False
 
 
+# -- upstream providers (docs/providers.md) --------------------------------------------
+
+PROVIDER_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,31}$"
+_KEY_FILE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
+
+
+def _provider_url(value: str) -> str:
+    """An upstream endpoint: absolute https (http only on loopback, for tests), no fragment."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{value!r} must be an absolute https URL")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise ValueError(f"{value!r} must use https (plain http is accepted only on loopback)")
+    if parts.fragment:
+        raise ValueError(f"{value!r} must not have a fragment")
+    return value
+
+
+class SecretRef(BaseModel):
+    """Where a provider secret lives: an environment variable, or a file under ``keys/``.
+
+    Secrets are never written in the settings file itself (``{ env = "NAME" }`` or
+    ``{ file = "wechat-web.secret" }``); the file name cannot leave the keys directory.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+    file: str | None = Field(default=None, pattern=_KEY_FILE_PATTERN, max_length=200)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretRef:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of 'env' or 'file'")
+        return self
+
+
+class _ProviderBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=PROVIDER_ID_PATTERN, description="Appears in the callback URL.")
+    name: str = Field(min_length=1, max_length=40, description="Shown on the sign-in page.")
+    name_zh: str | None = Field(default=None, max_length=40)
+    logo: str | None = Field(default=None, pattern=r"^[a-z0-9-]{1,32}$",
+                             description="A logo in gateway/web/static/logos/ (without .svg).")
+    enabled: bool = True
+
+
+FieldMapping = dict[str, list[str]]
+
+
+class OIDCProviderSettings(_ProviderBase):
+    """Any OpenID Connect provider, found through discovery."""
+
+    kind: Literal["oidc"]
+    issuer: str
+    client_id: str = Field(min_length=1, max_length=255)
+    client_secret: SecretRef
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] = (
+        "client_secret_basic"  # noqa: S105 - a protocol value, not a password
+    )
+    id_token_algorithms: list[Literal["RS256", "PS256", "ES256", "EdDSA"]] = Field(
+        default_factory=lambda: ["RS256", "ES256"], min_length=1  # type: ignore[arg-type]
+    )
+    userinfo: bool = Field(default=True, description="Fetch the userinfo endpoint after the token.")
+    fields: FieldMapping | None = Field(default=None, description="Catalogue field -> claim paths.")
+    leeway: int = Field(default=60, ge=0, le=300, description="Clock skew allowed (s).")
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_url(cls, value: str) -> str:
+        if urlsplit(value).query:
+            raise ValueError("the issuer must not have a query")
+        return _provider_url(value)
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid_scope(cls, scopes: list[str]) -> list[str]:
+        if "openid" not in scopes:
+            raise ValueError("scopes must include 'openid'")
+        return scopes
+
+
+class OAuth2ProviderSettings(_ProviderBase):
+    """A plain OAuth 2.0 provider with a profile URL (``preset = "github"`` fills the URLs)."""
+
+    kind: Literal["oauth2"]
+    preset: Literal["github"] | None = None
+    authorize_url: str | None = None
+    token_url: str | None = None
+    profile_url: str | None = None
+    emails_url: str | None = Field(default=None, description="GitHub-style list of e-mails.")
+    client_id: str = Field(min_length=1, max_length=255)
+    client_secret: SecretRef
+    scopes: list[str] = Field(default_factory=list)
+    scope_separator: str = Field(default=" ", max_length=1)
+    token_endpoint_auth_method: Literal["client_secret_basic", "client_secret_post"] = (
+        "client_secret_post"  # noqa: S105 - a protocol value, not a password
+    )
+    pkce: bool = True
+    subject_field: str = Field(default="id", min_length=1, max_length=64)
+    fields: FieldMapping | None = None
+
+    @field_validator("authorize_url", "token_url", "profile_url", "emails_url")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return None if value is None else _provider_url(value)
+
+    @model_validator(mode="after")
+    def _complete(self) -> OAuth2ProviderSettings:
+        if self.preset is None and not (self.authorize_url and self.token_url and self.profile_url):
+            raise ValueError("authorize_url, token_url and profile_url are required without a preset")
+        return self
+
+
+class WeChatProviderSettings(_ProviderBase):
+    """One WeChat app: website QR login, official-account pages, or a mini program."""
+
+    kind: Literal["wechat"]
+    product: Literal["website", "official_account", "mini_program"]
+    app_id: str = Field(pattern=r"^wx[0-9A-Za-z]{8,32}$")
+    secret: SecretRef
+    scope: Literal["snsapi_base", "snsapi_userinfo"] = Field(
+        default="snsapi_userinfo", description="Official account only.")
+    unionid_namespace: str = Field(
+        default="wechat", pattern=r"^[a-z0-9-]{1,32}$",
+        description="Apps sharing one open-platform account share people by unionid here.")
+    shops: list[str] = Field(default_factory=list,
+                             description="Mini program: the shops (client ids) that may use it.")
+    api_base: str = "https://api.weixin.qq.com"
+    open_base: str = "https://open.weixin.qq.com"
+
+    @field_validator("api_base", "open_base")
+    @classmethod
+    def _bases(cls, value: str) -> str:
+        return _provider_url(value).rstrip("/")
+
+    @model_validator(mode="after")
+    def _shops_only_for_mini_programs(self) -> WeChatProviderSettings:
+        if self.product == "mini_program" and not self.shops:
+            raise ValueError("a mini program needs 'shops': the client ids allowed to use it")
+        if self.product != "mini_program" and self.shops:
+            raise ValueError("'shops' applies to mini programs only")
+        return self
+
+
+class AlipayProviderSettings(_ProviderBase):
+    """Alipay web authorization through the signed open-API gateway (RSA2, public-key mode)."""
+
+    kind: Literal["alipay"]
+    app_id: str = Field(pattern=r"^[0-9]{8,32}$")
+    app_private_key: SecretRef
+    alipay_public_key: SecretRef
+    scope: Literal["auth_user", "auth_base"] = "auth_user"
+    sandbox: bool = False
+    gateway_url: str | None = None
+    authorize_url: str | None = None
+
+    @field_validator("gateway_url", "authorize_url")
+    @classmethod
+    def _urls(cls, value: str | None) -> str | None:
+        return None if value is None else _provider_url(value)
+
+
+ProviderSettings = Annotated[
+    OIDCProviderSettings | OAuth2ProviderSettings | WeChatProviderSettings | AlipayProviderSettings,
+    Field(discriminator="kind"),
+]
+
+
 class Settings(BaseSettings):
     """Everything an operator can set. Field names map to ``GATEWAY_<NAME>``."""
 
@@ -60,6 +239,12 @@ class Settings(BaseSettings):
         default=False,
         description="Enables the built-in demo sign-in provider. Never in production.",
     )
+    master_key: SecretStr | None = Field(
+        default=None, description="32-byte master key (hex or base64) sealing keys/vault/kek.ring."
+    )
+    master_key_file: Path | None = Field(default=None, description="File holding the master key.")
+    data_key_cache_size: int = Field(default=10_000, ge=0, le=1_000_000)
+    data_key_cache_ttl: int = Field(default=300, ge=0, le=3600, description="Seconds.")
     signing_alg: Literal["ES256", "RS256"] = "ES256"
     code_ttl: int = Field(default=60, ge=10, le=600, description="Authorization code life (s).")
     access_token_ttl: int = Field(default=3600, ge=60, le=86400)
@@ -72,6 +257,16 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    providers: list[ProviderSettings] = Field(
+        default_factory=list, description="Upstream sign-in providers (docs/providers.md)."
+    )
+    upstream_timeout: float = Field(default=10.0, ge=1.0, le=60.0,
+                                    description="Seconds for each call to a provider.")
+    upstream_retries: int = Field(
+        default=1, ge=0, le=5,
+        description="Extra attempts after a failed connection, or after a timeout or 5xx of a read.")
+    upstream_metadata_ttl: int = Field(default=3600, ge=60, le=86400,
+                                       description="Seconds OIDC discovery and JWKS are cached.")
 
     @classmethod
     def settings_customise_sources(
@@ -108,6 +303,16 @@ class Settings(BaseSettings):
         if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis://, rediss:// or unix:// URL, or empty")
         return value
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_ids_unique(cls, providers: list[ProviderSettings]) -> list[ProviderSettings]:
+        seen: set[str] = set()
+        for provider in providers:
+            if provider.id in seen or provider.id == "demo":
+                raise ValueError(f"provider id {provider.id!r} is used twice or reserved")
+            seen.add(provider.id)
+        return providers
 
     @model_validator(mode="after")
     def _tokens_outlive_codes(self) -> Settings:

@@ -53,11 +53,11 @@ class AccountService:
         """Erase the person: every shop's tokens, every consent record, the profile."""
         for shop in self.ctx.shops:
             self.ctx.tokens.revoke_person_shop(person_id, shop.client_id)
+        self.ctx.profiles.erase(person_id)  # crypto-shredding: the data key is destroyed
+        self.ctx.identities.forget(person_id)  # the next sign-in is a new person
         keys = self.ctx.store.keys
         self.ctx.store.redis.delete(
-            keys.person_profile(person_id),
-            *(keys.person_consent(person_id, shop.client_id) for shop in self.ctx.shops),
-        )
+            *(keys.person_consent(person_id, shop.client_id) for shop in self.ctx.shops))
 
     def export(self, person_id: str) -> dict[str, Any]:
         """Everything the gateway holds about the person, readable (PIPL art. 45, GDPR art. 15/20)."""

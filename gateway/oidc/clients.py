@@ -25,7 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gateway.config.settings import is_loopback_host
 from gateway.errors import ConfigError
 from gateway.policy import ShopPolicy
+from gateway.vault.errors import UnsupportedAlgorithmError
 from gateway.vault.files import write_private_file
+from gateway.vault.jwe import check_encryption_metadata
 from gateway.vault.signing import SigningAlg
 
 AuthMethod = Literal["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]
@@ -64,6 +66,12 @@ class ShopConfig(BaseModel):
     )
     scopes: list[str] = Field(default_factory=lambda: ["openid", "profile"])
     id_token_signed_response_alg: Literal["ES256", "RS256"] | None = None
+    # Encryption to the shop (OIDC Registration §2): nested JWT, signed then encrypted.
+    id_token_encrypted_response_alg: str | None = None
+    id_token_encrypted_response_enc: str | None = None
+    userinfo_signed_response_alg: Literal["ES256", "RS256"] | None = None
+    userinfo_encrypted_response_alg: str | None = None
+    userinfo_encrypted_response_enc: str | None = None
     jwks: dict[str, Any] | None = None
     jwks_uri: str | None = None
     sector_identifier_uri: str | None = None
@@ -93,6 +101,23 @@ class ShopConfig(BaseModel):
             except (JoseError, ValueError, TypeError, KeyError) as error:
                 raise ValueError(f"jwks is not a valid JWK Set: {error}") from None
         return jwks
+
+    @model_validator(mode="after")
+    def _encryption_is_supported(self) -> ShopConfig:
+        for what in ("id_token", "userinfo"):
+            try:
+                chosen = check_encryption_metadata(getattr(self, f"{what}_encrypted_response_alg"),
+                                                   getattr(self, f"{what}_encrypted_response_enc"))
+            except UnsupportedAlgorithmError as error:
+                raise ValueError(f"{what}_encrypted_response_*: {error}") from None
+            if chosen and not (self.jwks or self.jwks_uri):
+                raise ValueError(f"{what}_encrypted_response_alg needs 'jwks' or 'jwks_uri'")
+        return self
+
+    def encryption(self, what: Literal["id_token", "userinfo"]) -> tuple[str, str] | None:
+        """The (alg, enc) the shop registered for ``what``, or None."""
+        return check_encryption_metadata(getattr(self, f"{what}_encrypted_response_alg"),
+                                         getattr(self, f"{what}_encrypted_response_enc"))
 
     @model_validator(mode="after")
     def _consistent(self) -> ShopConfig:
@@ -138,7 +163,7 @@ class Shop:
             config.id_token_signed_response_alg or default_alg  # type: ignore[assignment]
         )
         self._secret_file = keys_dir / "shops" / f"{config.client_id}.sha256"
-        self._jwks_cache: tuple[float, KeySet] | None = None
+        self._jwks_cache: tuple[float, dict[str, Any]] | None = None
         self.client_metadata: dict[str, Any] = {
             "post_logout_redirect_uris": list(config.post_logout_redirect_uris),
         }
@@ -183,19 +208,25 @@ class Shop:
 
     # keys for private_key_jwt ---------------------------------------------------------
 
-    def public_keys(self) -> KeySet:
-        """The shop's JWK Set, from its file or fetched from ``jwks_uri`` (cached)."""
+    def jwks_document(self) -> dict[str, Any]:
+        """The shop's JWK Set as JSON, from its file or fetched from ``jwks_uri`` (cached)."""
         if self.config.jwks is not None:
-            return KeySet.import_key_set(self.config.jwks)  # type: ignore[arg-type]
+            return self.config.jwks
         now = time.monotonic()
         if self._jwks_cache and now - self._jwks_cache[0] < JWKS_URI_CACHE_SECONDS:
             return self._jwks_cache[1]
         jwks_uri = self.config.jwks_uri or ""
         response = httpx.get(jwks_uri, timeout=5.0, follow_redirects=False)
         response.raise_for_status()
-        key_set = KeySet.import_key_set(response.json())
-        self._jwks_cache = (now, key_set)
-        return key_set
+        document = response.json()
+        if not isinstance(document, dict):
+            raise ValueError("the shop's jwks_uri did not return a JWK Set")
+        self._jwks_cache = (now, document)
+        return document
+
+    def public_keys(self) -> KeySet:
+        """The shop's keys for verifying its client assertions."""
+        return KeySet.import_key_set(self.jwks_document())  # type: ignore[arg-type]
 
 
 class ShopRegistry:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,6 +18,7 @@ from gateway.policy import Catalogue
 from gateway.store import Store
 from gateway.upstream import IdentityService
 from gateway.vault import SigningKeyRing
+from gateway.vault.profiles import SealedProfiles
 
 
 @dataclass(slots=True)
@@ -35,6 +35,7 @@ class ProviderContext:
     pairwise_secret: bytes
     catalogue: Catalogue
     pseudonym_secret: bytes
+    profiles: SealedProfiles
 
     @property
     def issuer(self) -> str:
@@ -55,12 +56,12 @@ class ProviderContext:
         self, person_id: str, client_id: str
     ) -> tuple[dict[str, Any], ConsentRecord | None]:
         """A person's profile and their consent record for one shop, in one round trip
-        (userinfo's hot path; the formats are those of IdentityService and ConsentService)."""
+        (userinfo's hot path; opening the profile needs no more while the data key is cached)."""
         pipe = self.store.redis.pipeline(transaction=False)
-        pipe.get(self.store.keys.person_profile(person_id))
+        self.profiles.queue_read(pipe, person_id)
         pipe.get(self.store.keys.person_consent(person_id, client_id))
         raw_profile, raw_consent = pipe.execute()
-        profile = dict(json.loads(raw_profile)) if raw_profile else {}
+        profile = self.profiles.open(person_id, raw_profile)
         return profile, ConsentRecord.from_json(raw_consent) if raw_consent else None
 
     @property

@@ -7,6 +7,7 @@ from typing import Any
 from gateway.oidc.clients import SUPPORTED_SCOPES
 from gateway.oidc.server import ASSERTION_ALGORITHMS, TOKEN_AUTH_METHODS
 from gateway.policy import Catalogue
+from gateway.vault.jwe import SUPPORTED_JWE_ALGS, SUPPORTED_JWE_ENCS
 
 SIGNING_ALGORITHMS = ["ES256", "RS256"]
 
@@ -27,6 +28,11 @@ def provider_metadata(issuer: str, catalogue: Catalogue) -> dict[str, Any]:
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": SIGNING_ALGORITHMS,
+        "id_token_encryption_alg_values_supported": list(SUPPORTED_JWE_ALGS),
+        "id_token_encryption_enc_values_supported": list(SUPPORTED_JWE_ENCS),
+        "userinfo_signing_alg_values_supported": SIGNING_ALGORITHMS,
+        "userinfo_encryption_alg_values_supported": list(SUPPORTED_JWE_ALGS),
+        "userinfo_encryption_enc_values_supported": list(SUPPORTED_JWE_ENCS),
         "token_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,
         "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "revocation_endpoint_auth_methods_supported": TOKEN_AUTH_METHODS,

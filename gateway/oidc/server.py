@@ -40,6 +40,7 @@ from gateway.oidc.context import ProviderContext
 from gateway.oidc.sessions import Person
 from gateway.oidc.tokens import AuthorizationCode, TokenRecord, new_family, new_secret
 from gateway.policy import ClaimsParameterError, requested_fields
+from gateway.vault.jwe import encrypt_nested_jwt
 from gateway.vault.signing import SigningAlg
 
 log = logging.getLogger(__name__)
@@ -205,7 +206,11 @@ class GatewayOpenIDCode(OpenIDCode):  # type: ignore[misc]
         claims.update(self.get_authorization_code_claims(code))
         at_hash = create_half_hash(token["access_token"], alg)
         claims["at_hash"] = at_hash.decode()
-        return self.ctx.signing_keys.sign(claims, alg)
+        signed = self.ctx.signing_keys.sign(claims, alg)
+        encryption = shop.config.encryption("id_token")
+        if encryption is None:
+            return signed
+        return encrypt_nested_jwt(signed, shop.jwks_document(), alg=encryption[0], enc=encryption[1])
 
 
 # -- refresh token ---------------------------------------------------------------------

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import Any
 
+from gateway.oidc.clients import Shop
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.server import JSON_HEADERS, Response
 from gateway.policy import release_claims
+from gateway.vault.jwe import encrypt_claims, encrypt_nested_jwt
 
 
 def _bearer_error(status: int, error: str | None, description: str = "") -> Response:
@@ -57,4 +60,22 @@ def userinfo_response(ctx: ProviderContext, authorization: str | None,
         shop_key=ctx.shop_key, relay_domain=ctx.relay_domain,
         today=datetime.fromtimestamp(now, UTC).date(),
     )
-    return 200, claims, list(JSON_HEADERS)
+    return _shaped_for(ctx, shop, claims)
+
+
+def _shaped_for(ctx: ProviderContext, shop: Shop, claims: dict[str, Any]) -> Response:
+    """Plain JSON, or a signed and/or encrypted JWT if the shop registered for it
+    (OIDC Core §5.3.2: a signed or encrypted response carries ``iss`` and ``aud``)."""
+    signing = shop.config.userinfo_signed_response_alg
+    encryption = shop.config.encryption("userinfo")
+    if signing is None and encryption is None:
+        return 200, claims, list(JSON_HEADERS)
+    claims = {**claims, "iss": ctx.issuer, "aud": shop.client_id}
+    signed = ctx.signing_keys.sign(claims, signing) if signing else None
+    if encryption is None:
+        body = signed
+    elif signed is None:
+        body = encrypt_claims(claims, shop.jwks_document(), alg=encryption[0], enc=encryption[1])
+    else:
+        body = encrypt_nested_jwt(signed, shop.jwks_document(), alg=encryption[0], enc=encryption[1])
+    return 200, body, [("Content-Type", "application/jwt"), ("Cache-Control", "no-store")]

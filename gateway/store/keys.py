@@ -38,6 +38,9 @@ class KeySpace:
     def person_consent(self, person_id: str, client_id: str) -> str:
         return f"{self.prefix}{{p:{person_id}}}:consent:{client_id}"
 
+    def person_links(self, person_id: str) -> str:
+        return f"{self.prefix}{{p:{person_id}}}:links"
+
     def person_link(self, provider_id: str, subject_digest: str) -> str:
         return f"{self.prefix}link:{provider_id}:{subject_digest}"
 

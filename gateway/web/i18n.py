@@ -70,7 +70,8 @@ MESSAGES: dict[str, dict[str, str]] = {
     "confirm_erase_title": {"en": "Erase your account?", "zh-CN": "删除您的账户？"},
     "confirm_erase": {"en": "Your profile and consents are destroyed and every shop loses access. "
                             "A record that this happened is kept, without your data.",
-                      "zh-CN": "您的资料和授权将被销毁，所有商店都将失去访问权限。系统会保留一条不含您数据的操作记录。"},
+                      "zh-CN": "您的资料和授权将被销毁，所有商店都将失去访问权限。"
+                               "系统会保留一条不含您数据的操作记录。"},
     "erased": {"en": "Your account has been erased.", "zh-CN": "您的账户已删除。"},
     "basis_consent": {"en": "your consent", "zh-CN": "您的同意"},
     "basis_contract": {"en": "necessary for a contract with you", "zh-CN": "履行与您的合同所必需"},

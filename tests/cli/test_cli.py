@@ -25,15 +25,17 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def test_keys_list_and_rotate(env: Path) -> None:
+def test_signing_keys_list_and_rotate(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_DEMO", "true")  # an unsealed development KEK ring is enough here
     runner = CliRunner()
+    assert runner.invoke(main, ["keys", "init"]).exit_code == 0
     listed = runner.invoke(main, ["keys", "list"])
-    assert listed.exit_code == 0
-    assert listed.output.count("primary") == 2
-    rotated = runner.invoke(main, ["keys", "rotate", "--alg", "ES256"])
-    assert rotated.exit_code == 0 and "new primary ES256" in rotated.output
+    assert listed.exit_code == 0, listed.output
+    assert listed.output.count("primary") == 3  # one KEK, ES256 and RS256
+    rotated = runner.invoke(main, ["keys", "rotate", "--signing", "ES256"])
+    assert rotated.exit_code == 0 and "new primary ES256 signing key" in rotated.output
     after = runner.invoke(main, ["keys", "list"]).output
-    assert after.count("retiring") == 1 and after.count("primary") == 2
+    assert after.count("retiring") == 1 and after.count("primary") == 3
 
 
 def test_shop_secret_is_shown_once_and_stored_as_digest(env: Path) -> None:
@@ -105,3 +107,34 @@ def test_published_policy_schema_is_current() -> None:
     published = Path(__file__).resolve().parents[2] / "docs" / "policy-schema.json"
     result = CliRunner().invoke(main, ["policy", "schema"])
     assert json.loads(result.output) == json.loads(published.read_text(encoding="utf-8"))
+
+
+def test_kek_ring_init_rotate_rewrap_retire(env: Path, monkeypatch: pytest.MonkeyPatch,
+                                            redis_url: str) -> None:
+    import secrets as _secrets
+
+    monkeypatch.setenv("GATEWAY_MASTER_KEY", _secrets.token_hex(32))
+    monkeypatch.setenv("GATEWAY_REDIS_URL", redis_url)
+    monkeypatch.setenv("GATEWAY_REDIS_KEY_PREFIX", f"cgtest:{_secrets.token_hex(6)}:")
+    runner = CliRunner()
+    assert "sealed under the master key" in runner.invoke(main, ["keys", "init"]).output
+    again = runner.invoke(main, ["keys", "init"])
+    assert again.exit_code == 2 and again.output.startswith("gateway: ")
+    old = runner.invoke(main, ["keys", "list"]).output.split("key-encryption keys")[1].split()[1]
+    rotated = runner.invoke(main, ["keys", "rotate"])
+    assert rotated.exit_code == 0 and "new primary key-encryption key" in rotated.output
+    rewrap = runner.invoke(main, ["keys", "rewrap"])
+    assert rewrap.exit_code == 0, rewrap.output
+    assert "failed 0" in rewrap.output
+    early = runner.invoke(main, ["keys", "retire", old])
+    assert early.exit_code == 2  # inside the grace period after the rotation
+    retire = runner.invoke(main, ["keys", "retire", old, "--grace", "0"])
+    assert retire.exit_code == 0, retire.output
+    listed = runner.invoke(main, ["keys", "list"]).output
+    assert f"{old}  retired" in listed
+
+
+def test_keys_without_master_key_outside_demo_is_one_line(env: Path) -> None:
+    result = CliRunner().invoke(main, ["keys", "init"])
+    assert result.exit_code == 2
+    assert "GATEWAY_MASTER_KEY" in result.output and result.output.count("\n") == 1
