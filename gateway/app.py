@@ -34,6 +34,7 @@ from gateway.upstream.demo import DemoConnector, DemoProvider
 from gateway.upstream.logins import UpstreamLogins
 from gateway.vault import Envelope, SigningKeyRing, load_key_ring, load_or_create_secret
 from gateway.vault.profiles import SealedProfiles
+from gateway.vault.sealing import KekSealer
 from gateway.web import Renderer, WebContext, build_pages_router
 from gateway.web.account import build_account_router
 from gateway.web.rendering import TEMPLATES
@@ -56,11 +57,12 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
     """Open the store and load keys and shops; raises ConfigError on anything invalid."""
     catalogue = load_policies(settings.policies_dir)  # refuses to start on an invalid policy
     shops = ShopRegistry.load(settings.policies_dir, settings.keys_dir, settings.signing_alg)
-    ring = SigningKeyRing(settings.keys_dir).load_or_create()
     master_key = settings.master_key.get_secret_value() if settings.master_key else None
     kek_ring = load_key_ring(settings.keys_dir, master_key=master_key,
                              master_key_file=settings.master_key_file, demo=settings.demo,
                              create_if_missing=settings.demo)
+    # Signing keys are sealed under the KEK ring: keys/ without the master key forges nothing.
+    ring = SigningKeyRing(settings.keys_dir, KekSealer(kek_ring)).load_or_create()
     store = store or open_store(settings)
     envelope = Envelope(store, kek_ring, cache_size=settings.data_key_cache_size,
                         cache_ttl=float(settings.data_key_cache_ttl))

@@ -6,12 +6,15 @@ import asyncio
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError, GatewayError
+
+if TYPE_CHECKING:
+    from gateway.vault import SigningKeyRing
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,6 +108,13 @@ def _kek_ring(settings: Settings, create: bool = False) -> Any:
                          master_key_file=settings.master_key_file, demo=settings.demo)
 
 
+def _signing_ring(settings: Settings, kek_ring: Any) -> SigningKeyRing:
+    from gateway.vault import SigningKeyRing
+    from gateway.vault.sealing import KekSealer
+
+    return SigningKeyRing(settings.keys_dir, KekSealer(kek_ring)).load_or_create()
+
+
 @keys.command("init")
 @one_line_errors
 def keys_init() -> None:
@@ -118,7 +128,6 @@ def keys_init() -> None:
 @one_line_errors
 def keys_list() -> None:
     """Show the key-encryption keys and the signing keys, with their states."""
-    from gateway.vault import SigningKeyRing
 
     settings = load_settings()
     ring = _kek_ring(settings)
@@ -126,7 +135,7 @@ def keys_list() -> None:
     for info in ring.entries():
         click.echo(f"  {info.kek_id}  {info.state.value}  created {info.created}")
     click.echo("signing keys:")
-    for entry in SigningKeyRing(settings.keys_dir).load_or_create().entries():
+    for entry in _signing_ring(settings, ring).entries():
         until = f" until {entry.retire_after}" if entry.retire_after else ""
         click.echo(f"  {entry.kid}  {entry.alg}  {entry.state}{until}")
 
@@ -137,11 +146,10 @@ def keys_list() -> None:
 @one_line_errors
 def keys_rotate(signing_alg: str | None) -> None:
     """Make a new primary key-encryption key (or, with --signing, signing key)."""
-    from gateway.vault import SigningKeyRing
 
     settings = load_settings()
     if signing_alg:
-        ring = SigningKeyRing(settings.keys_dir).load_or_create()
+        ring = _signing_ring(settings, _kek_ring(settings))
         # The old key stays in the JWKS as long as an ID token it signed can live.
         entry = ring.rotate(signing_alg, overlap_seconds=settings.id_token_ttl)  # type: ignore[arg-type]
         click.echo(f"new primary {entry.alg} signing key {entry.kid}")
@@ -160,7 +168,10 @@ def keys_rewrap() -> None:
     settings = load_settings()
     store = open_store(settings)
     try:
-        data_keys = DataKeyStore(store, _kek_ring(settings))
+        kek_ring = _kek_ring(settings)
+        resealed = _signing_ring(settings, kek_ring).reseal()
+        click.echo(f"re-sealed {resealed} signing keys under the primary key-encryption key")
+        data_keys = DataKeyStore(store, kek_ring)
         with click.progressbar(length=max(data_keys.count(), 1), label="rewrapping") as bar:
             seen = 0
 
@@ -191,7 +202,13 @@ def keys_retire(kek_id: str, grace: float) -> None:
     store = open_store(settings)
     try:
         ring = _kek_ring(settings)
-        ring.retire(kek_id, DataKeyStore(store, ring).count_wrapped_under, grace_seconds=grace)
+        data_keys = DataKeyStore(store, ring)
+        signing = _signing_ring(settings, ring)
+
+        def still_wrapped(kek: str) -> int:
+            return data_keys.count_wrapped_under(kek) + signing.count_sealed_under(kek)
+
+        ring.retire(kek_id, still_wrapped, grace_seconds=grace)
     finally:
         store.close()
     click.echo(f"key-encryption key {kek_id} retired: its material is destroyed")

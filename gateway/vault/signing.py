@@ -25,7 +25,9 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, RSAKey
 
 from gateway.errors import ConfigError
+from gateway.vault.errors import VaultError
 from gateway.vault.files import write_private_file
+from gateway.vault.sealing import KekSealer
 
 SigningAlg = Literal["ES256", "RS256"]
 SUPPORTED_ALGORITHMS: tuple[SigningAlg, ...] = ("ES256", "RS256")
@@ -72,7 +74,8 @@ def _import_private(pem: bytes, entry: RingEntry) -> ECKey | RSAKey:
 class SigningKeyRing:
     """Loads, rotates and serves the signing keys in ``<keys_dir>/signing``."""
 
-    def __init__(self, keys_dir: Path) -> None:
+    def __init__(self, keys_dir: Path, sealer: KekSealer | None = None) -> None:
+        self._sealer = sealer  # None only for tests of the ring itself: files are then plain PEM
         self._dir = keys_dir / "signing"
         self._ring_file = self._dir / "ring.json"
         self._lock = threading.Lock()
@@ -111,17 +114,27 @@ class SigningKeyRing:
     def _create_key(self, alg: SigningAlg) -> RingEntry:
         key = _generate(alg)
         entry = RingEntry(kid=key.thumbprint(), alg=alg, state="primary", created=int(time.time()))
-        write_private_file(self._dir / f"{entry.kid}.pem", key.as_pem(private=True))
+        self._write_key(entry.kid, key.as_pem(private=True))
         return entry
+
+    def _key_path(self, kid: str) -> Path:
+        return self._dir / (f"{kid}.sealed" if self._sealer else f"{kid}.pem")
+
+    def _write_key(self, kid: str, pem: bytes) -> None:
+        data = self._sealer.seal(pem, f"signing/{kid}") if self._sealer else pem
+        write_private_file(self._key_path(kid), data)
+
+    def _read_key(self, kid: str) -> bytes:
+        data = self._key_path(kid).read_bytes()
+        return self._sealer.open(data, f"signing/{kid}") if self._sealer else data
 
     def _load(self, entries: list[RingEntry]) -> None:
         keys = []
         for entry in entries:
-            pem_path = self._dir / f"{entry.kid}.pem"
             try:
-                keys.append(SigningKey(entry, _import_private(pem_path.read_bytes(), entry)))
-            except (OSError, ValueError, JoseError) as error:
-                raise ConfigError(f"invalid signing key {pem_path}: {error}") from None
+                keys.append(SigningKey(entry, _import_private(self._read_key(entry.kid), entry)))
+            except (OSError, ValueError, JoseError, VaultError) as error:
+                raise ConfigError(f"invalid signing key {self._key_path(entry.kid)}: {error}") from None
         self._keys = keys
         self._mtime = self._ring_file.stat().st_mtime
         self._checked_at = time.monotonic()
@@ -179,6 +192,24 @@ class SigningKeyRing:
         self._refresh_if_rotated()
         return [k.entry for k in self._keys]
 
+    # -- sealing under the KEK ring -------------------------------------------------------
+
+    def reseal(self) -> int:
+        """Re-seal every signing key under the primary KEK (part of ``gateway keys rewrap``)."""
+        if self._sealer is None:
+            return 0
+        with self._lock:
+            for entry in self._read_entries():
+                self._write_key(entry.kid, self._read_key(entry.kid))
+        return len(self._keys)
+
+    def count_sealed_under(self, kek_id: str) -> int:
+        """How many signing key files a KEK still seals (retiring it must wait for zero)."""
+        if self._sealer is None:
+            return 0
+        return sum(1 for entry in self._read_entries()
+                   if KekSealer.kek_of(self._key_path(entry.kid).read_bytes()) == kek_id)
+
     # -- rotation ------------------------------------------------------------------------
 
     def rotate(self, alg: SigningAlg, overlap_seconds: int) -> RingEntry:
@@ -196,7 +227,7 @@ class SigningKeyRing:
                     entry = RingEntry(entry.kid, entry.alg, "retiring", entry.created,
                                       now + overlap_seconds)
                 if entry.state == "retiring" and (entry.retire_after or 0) <= now:
-                    (self._dir / f"{entry.kid}.pem").unlink(missing_ok=True)
+                    self._key_path(entry.kid).unlink(missing_ok=True)
                     continue
                 kept.append(entry)
             new_entry = self._create_key(alg)

@@ -56,3 +56,35 @@ def test_another_process_rotation_is_picked_up(tmp_path: Path, monkeypatch: obje
     new = operator.rotate("ES256", overlap_seconds=60)
     serving._checked_at = 0.0  # pretend the reload interval has passed
     assert serving.primary("ES256").kid == new.kid
+
+
+def test_signing_keys_are_sealed_under_the_kek_ring(tmp_path: Path) -> None:
+    import secrets
+
+    import pytest
+
+    from gateway.errors import ConfigError
+    from gateway.vault import KeyRing, load_master_key
+    from gateway.vault.sealing import KekSealer
+
+    master = load_master_key(secrets.token_hex(32), None)
+    kek_ring = KeyRing.init(tmp_path, master)
+    ring = SigningKeyRing(tmp_path, KekSealer(kek_ring)).load_or_create()
+    files = list((tmp_path / "signing").glob("*.sealed"))
+    assert len(files) == 2 and not list((tmp_path / "signing").glob("*.pem"))
+    assert all(b"PRIVATE KEY" not in f.read_bytes() for f in files)
+    token = ring.sign({"sub": "x"}, "ES256")
+
+    old = kek_ring.entries()[0].kek_id
+    kek_ring.rotate()
+    assert ring.count_sealed_under(old) == 2
+    ring.reseal()
+    assert ring.count_sealed_under(old) == 0
+    again = SigningKeyRing(tmp_path, KekSealer(kek_ring)).load_or_create()
+    jwt.decode(token, again.verification_keys(), algorithms=["ES256"])
+
+    wrong = KeyRing.load(tmp_path, master)
+    moved = files[0].read_bytes()
+    (tmp_path / "signing" / files[1].name).write_bytes(moved)  # a sealed file moved to another kid
+    with pytest.raises(ConfigError, match="invalid signing key"):
+        SigningKeyRing(tmp_path, KekSealer(wrong)).load_or_create()
