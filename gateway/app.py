@@ -51,6 +51,7 @@ class Gateway:
     provider: ProviderContext
     server: ProviderServer
     metrics: Metrics
+    sealer: KekSealer
 
 
 def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
@@ -62,7 +63,8 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
                              master_key_file=settings.master_key_file, demo=settings.demo,
                              create_if_missing=settings.demo)
     # Signing keys are sealed under the KEK ring: keys/ without the master key forges nothing.
-    ring = SigningKeyRing(settings.keys_dir, KekSealer(kek_ring)).load_or_create()
+    sealer = KekSealer(kek_ring)
+    ring = SigningKeyRing(settings.keys_dir, sealer).load_or_create()
     store = store or open_store(settings)
     envelope = Envelope(store, kek_ring, cache_size=settings.data_key_cache_size,
                         cache_ttl=float(settings.data_key_cache_ttl))
@@ -78,13 +80,13 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
         sessions=LoginSessions(store, settings.session_ttl),
         pending=PendingRequests(store, settings.authorize_request_ttl),
         consents=ConsentService(store),
-        identities=IdentityService(store, load_or_create_secret(settings.keys_dir, "link"), profiles),
+        identities=IdentityService(store, load_or_create_secret(settings.keys_dir, "link", sealer), profiles),
         profiles=profiles,
-        pairwise_secret=load_or_create_secret(settings.keys_dir, "pairwise"),
+        pairwise_secret=load_or_create_secret(settings.keys_dir, "pairwise", sealer),
         catalogue=catalogue,
-        pseudonym_secret=load_or_create_secret(settings.keys_dir, "pseudonym"),
+        pseudonym_secret=load_or_create_secret(settings.keys_dir, "pseudonym", sealer),
     )
-    return Gateway(settings, store, provider, ProviderServer(provider), Metrics())
+    return Gateway(settings, store, provider, ProviderServer(provider), Metrics(), sealer)
 
 
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
@@ -116,7 +118,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     web = WebContext(
         provider=provider, server=gateway.server, flow=flow,
         logins=UpstreamLogins(gateway.store, connectors, settings.issuer),
-        renderer=renderer, csrf_secret=load_or_create_secret(settings.keys_dir, "csrf"),
+        renderer=renderer, csrf_secret=load_or_create_secret(settings.keys_dir, "csrf", gateway.sealer),
         demo=demo_provider,
     )
     app.include_router(build_router(provider, gateway.server, flow))

@@ -164,13 +164,16 @@ def keys_rewrap() -> None:
     """Re-wrap every person's data key under the primary KEK (resumable)."""
     from gateway.store import open_store
     from gateway.vault import DataKeyStore, rewrap_data_keys
+    from gateway.vault.sealing import KekSealer
+    from gateway.vault.secrets import reseal_secrets
 
     settings = load_settings()
     store = open_store(settings)
     try:
         kek_ring = _kek_ring(settings)
         resealed = _signing_ring(settings, kek_ring).reseal()
-        click.echo(f"re-sealed {resealed} signing keys under the primary key-encryption key")
+        resealed += reseal_secrets(settings.keys_dir, KekSealer(kek_ring))
+        click.echo(f"re-sealed {resealed} key files under the primary key-encryption key")
         data_keys = DataKeyStore(store, kek_ring)
         with click.progressbar(length=max(data_keys.count(), 1), label="rewrapping") as bar:
             seen = 0
@@ -197,6 +200,7 @@ def keys_retire(kek_id: str, grace: float) -> None:
     """Destroy a former key-encryption key once no data key is wrapped under it."""
     from gateway.store import open_store
     from gateway.vault import DataKeyStore
+    from gateway.vault.secrets import count_secrets_sealed_under
 
     settings = load_settings()
     store = open_store(settings)
@@ -206,7 +210,8 @@ def keys_retire(kek_id: str, grace: float) -> None:
         signing = _signing_ring(settings, ring)
 
         def still_wrapped(kek: str) -> int:
-            return data_keys.count_wrapped_under(kek) + signing.count_sealed_under(kek)
+            return (data_keys.count_wrapped_under(kek) + signing.count_sealed_under(kek)
+                    + count_secrets_sealed_under(settings.keys_dir, kek))
 
         ring.retire(kek_id, still_wrapped, grace_seconds=grace)
     finally:
