@@ -13,12 +13,13 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from gateway.store import ConsumeOutcome, Store
-from gateway.upstream.base import UpstreamError, UpstreamIdentity
+from gateway.store import Store
+from gateway.upstream.base import UpstreamError, UpstreamIdentity, code_parameter
 
 DEMO_PROVIDER_ID = "demo"
 DEMO_CODE_TTL = 60
@@ -115,6 +116,7 @@ class DemoConnector:
 
     provider_id = DEMO_PROVIDER_ID
     display_name = "Demo sign-in"
+    logo = "demo"
 
     def __init__(self, store: Store, authorize_endpoint: str) -> None:
         self._store = store
@@ -129,12 +131,22 @@ class DemoConnector:
         })
         return f"{self._authorize_endpoint}?{query}"
 
+    def name_in(self, language: str) -> str:
+        return "演示登录" if language == "zh-CN" else self.display_name
+
+    def offered_to(self, user_agent: str) -> bool:
+        return True
+
+    def callback_code(self, params: Mapping[str, str]) -> str:
+        return code_parameter(params)
+
     def fetch_identity(self, *, code: str, code_verifier: str, redirect_uri: str,
                        nonce: str) -> UpstreamIdentity:
-        result = self._store.consume_once(_code_key(self._store, code), DEMO_CODE_TTL)
-        if result.outcome is not ConsumeOutcome.CONSUMED or result.value is None:
+        # GETDEL: single use without a tombstone, so nothing of the demo person stays behind.
+        raw = self._store.redis.getdel(_code_key(self._store, code))
+        if not isinstance(raw, bytes):
             raise UpstreamError("demo code unknown, expired or replayed")
-        record = json.loads(result.value)
+        record = json.loads(raw)
         if record["redirect_uri"] != redirect_uri:
             raise UpstreamError("demo code redirect_uri mismatch")
         if not hmac.compare_digest(record["code_challenge"], _s256(code_verifier)):

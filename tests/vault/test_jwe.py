@@ -42,8 +42,8 @@ def shop_jwks(shop_keys: dict[str, Key]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def id_token(keys_dir: Path) -> tuple[str, SigningKeyRing]:
-    ring = SigningKeyRing(keys_dir).load_or_create()
+def id_token(tmp_path: Path) -> tuple[str, SigningKeyRing]:
+    ring = SigningKeyRing(tmp_path).load_or_create()  # its own directory: plain PEM files
     return ring.sign(CLAIMS, "ES256"), ring
 
 
