@@ -15,6 +15,7 @@ demo: $(BIN)/gateway
 	$(BIN)/gateway demo
 
 test: $(BIN)/gateway
+	scripts/ensure-system-packages
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/gateway

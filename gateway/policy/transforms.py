@@ -124,8 +124,8 @@ class Transform:
 
 TRANSFORMS: dict[str, Transform] = {
     "pass": Transform(passthrough, {"en": "{field}", "zh-CN": "{field}"}),
-    "mask": Transform(mask, {"en": "{field}, with the middle hidden (like 138****5678)",
-                             "zh-CN": "{field}（隐藏中间部分，如 138****5678）"}),
+    "mask": Transform(mask, {"en": "{field}, partly hidden (like {example})",
+                             "zh-CN": "{field}（部分隐藏，如 {example}）"}),
     "pseudonymise": Transform(pseudonymise, {
         "en": "a code made from {field} that only this shop gets, not {field} itself",
         "zh-CN": "由{field}生成、仅该商店可用的代码，而非{field}本身"}, claim_suffix="_pseudonym"),
@@ -148,6 +148,13 @@ TRANSFORMS: dict[str, Transform] = {
 }
 
 
-def describe(transform: str, field_noun: str, language: str) -> str:
+# What a masked value looks like, per field type, for the consent screen.
+MASK_EXAMPLES = {"phone": "138****5678", "email": "l***@example.com", "name": "李*",
+                 "id_number": "110***********001X"}
+
+
+def describe(transform: str, field_noun: str, language: str, field_type: str = "") -> str:
+    """The transform in plain words, e.g. "your phone number, partly hidden (like 138****5678)"."""
     words = TRANSFORMS[transform].words
-    return (words.get(language) or words["en"]).format(field=field_noun)
+    example = MASK_EXAMPLES.get(field_type, "******")
+    return (words.get(language) or words["en"]).format(field=field_noun, example=example)

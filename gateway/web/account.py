@@ -33,6 +33,7 @@ class GrantView:
     words: str
     granted: str
     expires: str
+    separately: bool  # optional or sensitive: withdrawn on its own; required ones go with the purpose
 
 
 @dataclass(slots=True)
@@ -61,9 +62,11 @@ def shop_views(consents: list[ShopConsent], web: WebContext, language: str,
                 continue
             view = purposes.setdefault(grant.purpose, PurposeGrants(
                 purpose.id, purpose.name.get(language), purpose.description.get(language)))
-            words = describe(grant.transform, spec.description.get(language), language)
+            words = describe(grant.transform, spec.description.get(language), language, spec.type)
+            rule = next((r for r in policy.rules_for(grant.purpose) if r.field == grant.field), None)
+            separately = rule is None or not rule.required or spec.sensitivity == "sensitive"
             view.grants.append(GrantView(grant.field, words, _day(grant.granted_at),
-                                         _day(grant.expires_at)))
+                                         _day(grant.expires_at), separately))
         name = consent.shop.config.name
         if language == "zh-CN" and consent.shop.config.name_zh:
             name = consent.shop.config.name_zh

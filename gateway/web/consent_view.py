@@ -43,8 +43,9 @@ def consent_view(items: list[ConsentItem], policy: ShopPolicy, catalogue: Catalo
         view = views.setdefault(item.purpose, PurposeView(
             purpose.id, purpose.name.get(language), purpose.description.get(language),
             t[f"basis_{purpose.legal_basis}"], purpose.retention_days))
-        noun = catalogue.fields[item.field].description.get(language)
-        entry = ItemView(f"{item.purpose}:{item.field}", describe(item.transform, noun, language))
+        spec = catalogue.fields[item.field]
+        words = describe(item.transform, spec.description.get(language), language, spec.type)
+        entry = ItemView(f"{item.purpose}:{item.field}", words)
         if item.sensitive:
             view.sensitive.append(entry)
         elif item.required:

@@ -30,6 +30,13 @@ from gateway.web.rendering import Renderer
 log = logging.getLogger(__name__)
 
 EXPIRED = "This sign-in has expired or belongs to another browser. Start again from the shop."
+# What the person can do after an upstream failure (retryable: the provider is down or slow).
+_UPSTREAM_HINTS = {
+    True: {"en": "The provider is not answering properly right now. Please try again in a few "
+                 "minutes.", "zh-CN": "第三方暂时无法正常响应，请稍后几分钟再试。"},
+    False: {"en": "The sign-in was refused or could not be verified. Please start again from the "
+                  "shop.", "zh-CN": "登录被拒绝或无法验证，请返回商店重新开始。"},
+}
 
 
 @dataclass(slots=True)
@@ -41,6 +48,15 @@ class WebContext:
     renderer: Renderer
     csrf_secret: bytes
     demo: DemoProvider | None
+
+
+def provider_choices(web: WebContext, request: Request, leave_out: str = "") -> list[dict[str, str]]:
+    """The providers the sign-in page lists for this browser, named in its language."""
+    language = web.renderer.language(request)
+    agent = request.headers.get("user-agent", "")
+    return [{"id": c.provider_id, "name": c.name_in(language), "logo": c.logo}
+            for c in web.logins.connectors.values()
+            if c.provider_id != leave_out and c.offered_to(agent)]
 
 
 def _see_other(location: str) -> RedirectResponse:
@@ -81,7 +97,7 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
         return web.renderer.page(
             request, "login.html", request_id=request_id,
             shop_name=shop.config.name if shop else "",
-            providers=list(web.logins.connectors.values()),
+            providers=provider_choices(web, request),
         )
 
     @router.get("/upstream/{provider_id}/start")
@@ -93,7 +109,11 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
         pending = await bridge.in_worker(ctx.pending.find, request_id, browser)
         if pending is None:
             raise BrowserError("invalid_request", EXPIRED)
-        location = await bridge.in_worker(web.logins.start, provider_id, request_id, browser)
+        try:
+            location = await bridge.in_worker(web.logins.start, provider_id, request_id, browser)
+        except UpstreamError as error:  # e.g. the provider's discovery document is unreachable
+            error.request_id = request_id
+            return await _upstream_failed(request, error, browser)
         return bridge.redirect(location)
 
     @router.get("/upstream/{provider_id}/callback")
@@ -101,13 +121,22 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
         browser, _ = browser_id(request)
         if provider_id not in web.logins.connectors:
             raise BrowserError("invalid_request", "Unknown sign-in provider.", 404)
-        query = request.query_params
         try:
             finished = await bridge.in_worker(
-                web.logins.finish, provider_id, query.get("state", ""), query.get("code", ""), browser
+                web.logins.finish, provider_id, dict(request.query_params), browser
             )
         except UpstreamError as error:
             return await _upstream_failed(request, error, browser)
+        if finished.link_person is not None:  # the explicit linking step (docs/providers.md)
+            person = await bridge.in_worker(ctx.sessions.find, request.cookies.get(SESSION_COOKIE))
+            if person is None or person.id != finished.link_person:
+                raise BrowserError("invalid_request", EXPIRED)
+            linked = await bridge.in_worker(ctx.identities.link, person.id, finished.identity)
+            log.info("provider link", extra={"provider": provider_id, "linked": linked})
+            connector = web.logins.connectors[provider_id]
+            return web.renderer.page(request, "login.html", mode="linked" if linked else "link_taken",
+                                     provider_name=connector.name_in(web.renderer.language(request)),
+                                     status_code=200 if linked else 409)
         person_id = await bridge.in_worker(ctx.identities.resolve, finished.identity)
         now = time.time()
         person = Person(person_id, int(now), list(finished.identity.amr), provider_id, now)
@@ -119,7 +148,8 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
         return response
 
     async def _upstream_failed(request: Request, error: UpstreamError, browser: str) -> Response:
-        log.warning("upstream sign-in failed", extra={"reason": error.reason})
+        log.warning("upstream sign-in failed", extra={"reason": error.reason,
+                                                      "retryable": error.retryable})
         back_url = None
         if error.request_id:
             kind: type[OAuth2Error] = (
@@ -128,7 +158,9 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
             outcome = await bridge.in_worker(web.flow.deny, error.request_id, None, browser, kind)
             back_url = outcome.location if isinstance(outcome, Redirect) else None
         return web.renderer.page(request, "error.html", status_code=502 if error.retryable else 400,
-                                 error="upstream_error", message_key="upstream_failed",
+                                 error="temporarily_unavailable" if error.retryable else "access_denied",
+                                 message_key="upstream_failed",
+                                 message=_UPSTREAM_HINTS[error.retryable][web.renderer.language(request)],
                                  back_url=back_url)
 
     async def consent_question(request: Request, request_id: str) -> tuple[Person, ConsentQuestion]:

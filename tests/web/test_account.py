@@ -36,7 +36,7 @@ def test_account_lists_each_shop_with_purposes_fields_and_dates(client: TestClie
     browser, _ = signed_in_with_token(client, shop)
     page = browser.follow("/account")
     assert "Shop shop-a" in page.text
-    assert "your phone number, with the middle hidden" in page.text
+    assert "your phone number, partly hidden (like 138****5678)" in page.text
     assert "expires" in page.text and "Policy version 1" in page.text
 
 
@@ -56,7 +56,7 @@ def test_withdraw_needs_confirmation_then_revokes_the_shops_tokens(client: TestC
     done = browser.submit(confirm, confirm="yes")
     assert done.status_code == 200 and str(done.url).endswith("/account")
     assert userinfo(client, token).status_code == 401  # the shop's tokens are gone
-    assert "with the middle hidden" not in done.text  # phone no longer listed
+    assert "138****5678" not in done.text  # phone no longer listed
 
 
 def test_withdraw_rejects_missing_or_wrong_csrf(client: TestClient, shop: ShopHandle) -> None:

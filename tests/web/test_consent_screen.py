@@ -55,7 +55,7 @@ def test_screen_names_the_shop_purposes_transforms_and_ticks_nothing(client: Tes
     text = page.text
     assert "Shop shop-a" in text
     assert "To create your account." in text and "So the courier can call you." in text
-    assert "your phone number, with the middle hidden" in text
+    assert "your phone number, partly hidden (like 138****5678)" in text
     assert "only your age range" in text
     assert "365 days" in text and "necessary for a contract with you" in text
     assert "checked" not in text
@@ -66,7 +66,7 @@ def test_screen_names_the_shop_purposes_transforms_and_ticks_nothing(client: Tes
 
 def test_screen_speaks_chinese(client: TestClient, shop: ShopHandle) -> None:
     page, _ = reach_consent(Browser(client), shop, ui_locales="zh-CN")
-    assert "您的手机号码（隐藏中间部分" in page.text and "同意所勾选的内容" in page.text
+    assert "您的手机号码（部分隐藏，如 138****5678）" in page.text and "同意所勾选的内容" in page.text
 
 
 def test_required_fields_are_one_decision_and_optional_ones_are_not_included(
