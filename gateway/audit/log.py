@@ -1,0 +1,166 @@
+"""The Redis-backed audit log: append in one round trip, read entries, roots and proofs.
+
+Append is one Lua script (one round trip, atomic, one total order across every process):
+it reads the size and the head (the previous entry's leaf hash), stores the entry as
+``prev || nonce || tag || event`` at index = size, moves the head to the new leaf hash, and
+adds the index to the query indexes. Nothing cryptographic runs in Lua: the appender hashes
+and MACs its own event *before* sending it, because neither depends on the index; the only
+value that depends on the order — ``prev`` — is copied by the script, not computed.
+
+Merkle subtree hashes are derived data. The :class:`~gateway.audit.sealer.Sealer` fills them
+in afterwards (idempotently, from the stored entries, checking each one), and roots and
+proofs are served only from sealed sizes. See docs/audit.md for the reasoning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+import redis
+
+from gateway.audit.errors import AuditIntegrityError
+from gateway.audit.events import AuditEvent, canonical_json
+from gateway.audit.merkle import (
+    EMPTY_ROOT,
+    consistency_plan,
+    inclusion_plan,
+    leaf_hash,
+    materialize,
+    root_at,
+)
+from gateway.audit.records import StoredEntry, new_tail, read_entry
+from gateway.audit.sealer import Sealer
+from gateway.audit.tiles import RedisTiles
+
+if TYPE_CHECKING:
+    from gateway.audit.keyfile import AuditKeys
+    from gateway.store import Store
+
+_HEAD_MISSING = "AUDIT_HEAD_MISSING"
+_APPEND = r"""
+local size = tonumber(redis.call('GET', KEYS[1]) or '0')
+local prev = redis.call('GET', KEYS[2])
+if size == 0 then
+  prev = string.rep('\0', 32)
+elseif not prev or string.len(prev) ~= 32 then
+  return redis.error_reply('AUDIT_HEAD_MISSING')
+end
+local index = string.format('%d', size)
+redis.call('HSET', KEYS[3], index, prev .. ARGV[2])
+redis.call('SET', KEYS[1], string.format('%d', size + 1))
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('HSETNX', KEYS[4], ARGV[3] .. ':first', index)
+redis.call('HSET', KEYS[4], ARGV[3] .. ':last', index)
+for k = 5, #KEYS do
+  redis.call('RPUSH', KEYS[k], index)
+end
+return size
+"""
+READ_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    index: int
+    leaf_hash: bytes
+
+
+def hour_bucket(time: str) -> str:
+    """``2025-03-01T08:15:30.125Z`` → ``2025030108``: the time index groups events by UTC hour."""
+    return time[0:4] + time[5:7] + time[8:10] + time[11:13]
+
+
+def index_dimensions(event: AuditEvent) -> list[tuple[str, str]]:
+    """The (dimension, value) query indexes an event is listed in."""
+    dims: list[tuple[str, str]] = [("action", event.action), ("outcome", event.outcome)]
+    if event.person is not None:
+        dims.append(("person", event.person))
+    if event.shop is not None:
+        dims.append(("shop", event.shop))
+    dims.extend(("field", name) for name in event.fields)
+    return dims
+
+
+class AuditLog:
+    """One gateway's audit log in Redis. Thread-safe; share one instance per process."""
+
+    def __init__(self, store: Store, keys: AuditKeys) -> None:
+        self.store = store
+        self.keys = keys
+        self.tiles = RedisTiles(store.redis, store.keys)
+        self.sealer = Sealer(store, self.tiles, keys.mac_key)
+        self._append = store.redis.register_script(_APPEND)
+        self._sealed_hint = 0  # the sealed size only grows: below it, no Redis read is needed
+
+    def append_event(self, event: AuditEvent) -> Appended:
+        """Record ``event``; returns its index and leaf hash. One Redis round trip.
+
+        Raises :class:`AuditIntegrityError` (and records nothing) if the log's head is gone —
+        someone altered the stored log — so that callers fail closed instead of writing past
+        a break in the chain.
+        """
+        data = canonical_json(event)
+        digest = leaf_hash(data)
+        k = self.store.keys
+        index_keys = [k.audit_index(dim, value) for dim, value in index_dimensions(event)]
+        try:
+            index = self._append(
+                keys=[k.audit_size(), k.audit_head(), k.audit_entries(), k.audit_hours(), *index_keys],
+                args=[digest, new_tail(self.keys.mac_key, data), hour_bucket(event.time)],
+            )
+        except redis.ResponseError as error:
+            if _HEAD_MISSING in str(error):
+                raise AuditIntegrityError(None, "the log's head is missing; refusing to append") from None
+            raise
+        return Appended(int(cast(int, index)), digest)
+
+    def size(self) -> int:
+        return int(cast(bytes | None, self.store.redis.get(self.store.keys.audit_size())) or 0)
+
+    def read_entries(self, indexes: Sequence[int]) -> list[StoredEntry | str]:
+        """The stored entries at ``indexes`` (a reason string where one cannot be read)."""
+        results: list[StoredEntry | str] = []
+        for start in range(0, len(indexes), READ_BATCH):
+            chunk = indexes[start : start + READ_BATCH]
+            raws = cast(list[bytes | None], self.store.redis.hmget(self.store.keys.audit_entries(), chunk))
+            results.extend(read_entry(i, raw) for i, raw in zip(chunk, raws, strict=True))
+        return results
+
+    def seal(self, up_to: int | None = None) -> int:
+        """Fill in the tree up to ``up_to`` (default: the current size); returns the sealed size."""
+        return self.sealer.seal(self.size() if up_to is None else up_to)
+
+    def _sealed_to(self, size: int) -> None:
+        if size <= self._sealed_hint:
+            return
+        if size > self.size():
+            raise ValueError(f"the log has fewer than {size} entries")
+        sealed = self.sealer.sealed_size()
+        if sealed < size:
+            sealed = self.sealer.seal(size)
+        self._sealed_hint = max(self._sealed_hint, sealed)
+
+    def root(self, size: int) -> bytes:
+        """MTH(D[0:size]) (RFC 9162 §2.1.1) from O(log size) stored hashes."""
+        if size == 0:
+            return EMPTY_ROOT
+        self._sealed_to(size)
+        return root_at(size, self.tiles)
+
+    def leaf_hash(self, index: int) -> bytes:
+        self._sealed_to(index + 1)
+        return materialize([[(0, index)]], self.tiles)[0]
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """PATH(index, D[0:size]) (RFC 9162 §2.1.3.1), leaf's sibling first."""
+        self._sealed_to(size)
+        return materialize(inclusion_plan(index, size), self.tiles)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """PROOF(old_size, D[0:new_size]) (RFC 9162 §2.1.4.1)."""
+        if old_size in (0, new_size):
+            return []  # the trivial cases outside RFC 9162 §2.1.4.2: nothing to prove
+        self._sealed_to(new_size)
+        return materialize(consistency_plan(old_size, new_size), self.tiles)

@@ -1,0 +1,212 @@
+"""Verifying the whole log — live in Redis, or an offline export — and naming the first bad index.
+
+One pass over the entries, in order, recomputes everything from the events alone: each
+event's canonical form and MAC (when the key is at hand), the ``prev`` link to the entry
+before, the Merkle tree (RFC 9162 §2.1.1) and its root at every checkpoint's size, and each
+checkpoint's signature (c2sp.org/signed-note). A live check also compares the stored subtree
+hashes, the head and the sealed size with what the entries say. The first problem stops the
+pass, reported with the lowest index that can be wrong and why.
+
+What cannot be detected is said plainly in docs/audit.md: without a checkpoint held outside
+Redis, someone who can write to Redis can still cut off the tail signed by no checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from gateway.audit.checkpoint import Checkpoint, verify_checkpoint
+from gateway.audit.checkpointer import stored_notes
+from gateway.audit.errors import AuditError, CheckpointError
+from gateway.audit.export import ExportReader
+from gateway.audit.merkle import EMPTY_ROOT, Coord, TreeBuilder
+from gateway.audit.records import ZERO_HASH, check_entry, read_entry
+from gateway.audit.sealer import link_problem
+
+if TYPE_CHECKING:
+    from gateway.audit.log import AuditLog
+    from gateway.audit.note import NoteVerifier
+
+BATCH = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    index: int | None  # None: not tied to one entry (a checkpoint's signature, say)
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    size: int
+    entries_checked: int
+    checkpoints_checked: int
+    latest_checkpoint: int  # tree size of the newest verified checkpoint (0: none)
+    problem: Problem | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    @property
+    def unsigned_tail(self) -> int:
+        """Entries after the newest checkpoint: checked, but not yet signed."""
+        return max(0, self.size - self.latest_checkpoint)
+
+
+def _open_checkpoints(
+    notes: Iterable[str], verifiers: list[NoteVerifier], origin: str
+) -> tuple[dict[int, Checkpoint], Problem | None]:
+    if not verifiers:
+        return {}, Problem(None, "no trusted checkpoint key given")
+    by_size: dict[int, Checkpoint] = {}
+    for number, note in enumerate(notes):
+        try:
+            checkpoint = verify_checkpoint(note, verifiers, origin)
+        except CheckpointError as error:
+            return by_size, Problem(None, f"checkpoint #{number}: {error}")
+        seen = by_size.setdefault(checkpoint.size, checkpoint)
+        if seen.root != checkpoint.root:
+            return by_size, Problem(None, f"two signed checkpoints at size {checkpoint.size} disagree")
+    if 0 in by_size and by_size[0].root != EMPTY_ROOT:
+        return by_size, Problem(None, "the checkpoint at size 0 has a root other than SHA-256('')")
+    return by_size, None
+
+
+class _Scan:
+    """The in-order walk shared by the live and the offline check."""
+
+    def __init__(self, checkpoints: dict[int, Checkpoint], mac_key: bytes | None) -> None:
+        self.checkpoints = checkpoints
+        self.mac_key = mac_key
+        self.builder = TreeBuilder()
+        self.previous = ZERO_HASH
+        self.nonces: set[int] = set()
+        self.signed_to = 0  # size of the last checkpoint whose root matched
+        self.nodes: list[tuple[Coord, bytes]] = []  # finished subtrees since the last drain
+
+    def feed(self, index: int, raw: bytes | None, stored_leaf: bytes | None = None) -> Problem | None:
+        entry = read_entry(index, raw)
+        if isinstance(entry, str):
+            return Problem(index, entry)
+        problem = check_entry(entry, self.mac_key)
+        if problem:
+            return Problem(index, problem)
+        leaf = entry.leaf_hash()
+        if stored_leaf is not None and stored_leaf != leaf:
+            return Problem(index, "entry differs from the leaf hash sealed into the tree "
+                                  "(altered, or moved here from elsewhere)")
+        nonce = int.from_bytes(entry.nonce[:8], "big")
+        if nonce in self.nonces:
+            return Problem(index, "entry repeats an earlier entry (same MAC nonce): a copy")
+        self.nonces.add(nonce)
+        problem = link_problem(entry, self.previous)
+        if problem:
+            # With the MAC checked, entry index-1 is genuine, so the fault is here; without it,
+            # either side of the link may have been altered.
+            return Problem(index if self.mac_key else max(0, index - 1), problem)
+        self.previous = leaf
+        self.nodes.extend(self.builder.push(leaf))
+        size = index + 1
+        if size in self.checkpoints:
+            if self.builder.root() != self.checkpoints[size].root:
+                return Problem(self.signed_to, f"entries [{self.signed_to}, {size}) differ from what "
+                                               f"the checkpoint at size {size} signed")
+            self.signed_to = size
+        return None
+
+    def finish(self, size: int) -> Problem | None:
+        beyond = [s for s in self.checkpoints if s > size]
+        if beyond:
+            return Problem(size, f"a checkpoint was signed at size {max(beyond)} but the log holds "
+                                 f"{size} entries: entries from {size} on were removed")
+        return None
+
+    def report(self, size: int, problem: Problem | None) -> VerifyReport:
+        latest = max((s for s in self.checkpoints if s <= self.signed_to), default=0)
+        return VerifyReport(size, self.builder.size, len(self.checkpoints), latest, problem)
+
+
+def verify_export(
+    lines: Iterable[str], verifiers: list[NoteVerifier], origin: str, mac_key: bytes | None = None
+) -> VerifyReport:
+    """Check a ``consent-gateway/audit-export@1`` file offline against trusted ``verifiers``.
+
+    A regulator has no MAC key; the checkpoints (signed) and the chain carry the proof.
+    """
+    reader = ExportReader(lines)
+    checkpoints, problem = _open_checkpoints(reader.notes, verifiers, origin)
+    scan = _Scan(checkpoints, mac_key)
+    if problem is None and reader.size and not checkpoints:
+        problem = Problem(None, "the export holds no checkpoint: nothing signed to check against")
+    if problem is not None:
+        return scan.report(reader.size, problem)
+    expected = 0
+    try:
+        for item in reader.entries():
+            if item.index != expected:
+                gap = Problem(min(expected, item.index), "entry is missing or out of order")
+                return scan.report(reader.size, gap)
+            problem = scan.feed(item.index, item.record)
+            if problem:
+                return scan.report(reader.size, problem)
+            expected += 1
+    except AuditError as error:
+        return scan.report(reader.size, Problem(expected, str(error)))
+    if expected != reader.size:
+        return scan.report(reader.size, Problem(expected, "entry is missing"))
+    return scan.report(reader.size, scan.finish(reader.size))
+
+
+def _stored_node_problem(log: AuditLog, nodes: list[tuple[Coord, bytes]], sealed: int) -> Problem | None:
+    """Compare finished subtrees (level >= 1, inside the sealed size) with the stored ones."""
+    by_level: dict[int, dict[int, bytes]] = {}
+    for (level, index), value in nodes:
+        if level >= 1 and (index + 1) << level <= sealed:
+            by_level.setdefault(level, {})[index] = value
+    for level, values in sorted(by_level.items()):
+        first, last = min(values), max(values)
+        stored = log.tiles.read_level(level, first, last + 1)
+        for index, value in sorted(values.items()):
+            if stored[index - first] != value:
+                start = index << level
+                return Problem(start, f"stored hash of subtree [{start}, {(index + 1) << level}) is wrong")
+    return None
+
+
+def verify_log(log: AuditLog, verifiers: list[NoteVerifier] | None = None) -> VerifyReport:
+    """Check the live log in Redis with the gateway's own keys (and any other trusted keys)."""
+    trusted = verifiers if verifiers is not None else [log.keys.signer.verifier]
+    notes = [note for _, note in stored_notes(log)]
+    redis_client, keys = log.store.redis, log.store.keys
+    size, sealed = log.size(), log.sealer.sealed_size()
+    checkpoints, problem = _open_checkpoints(notes, trusted, log.keys.signer.name)
+    scan = _Scan(checkpoints, log.keys.mac_key)
+    if problem is not None:
+        return scan.report(size, problem)
+    if sealed > size:
+        return scan.report(size, Problem(size, f"the tree was sealed to {sealed} entries but the log "
+                                               f"holds {size}: entries from {size} on were removed"))
+    for start in range(0, size, BATCH):
+        stop = min(size, start + BATCH)
+        raws = cast(list[bytes | None], redis_client.hmget(keys.audit_entries(), list(range(start, stop))))
+        leaves = log.tiles.read_level(0, start, min(stop, sealed)) if start < sealed else []
+        for index, raw in enumerate(raws, start):
+            stored = leaves[index - start] if index - start < len(leaves) else None
+            if index < sealed and stored is None:
+                return scan.report(size, Problem(index, "sealed leaf hash is missing from the tree"))
+            problem = scan.feed(index, raw, stored)
+            if problem:
+                return scan.report(size, problem)
+        problem = _stored_node_problem(log, scan.nodes, sealed)
+        scan.nodes.clear()
+        if problem:
+            return scan.report(size, problem)
+    head = cast(bytes | None, redis_client.get(keys.audit_head()))
+    if size and head != scan.previous:
+        return scan.report(size, Problem(size - 1, "the log's head is not the last entry's hash"))
+    if redis_client.hexists(keys.audit_entries(), str(size)):
+        return scan.report(size, Problem(size, "an entry is stored beyond the log's size"))
+    return scan.report(size, scan.finish(size))
