@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
+from gateway.audit import AuditError, AuditService
 from gateway.config import Settings
 from gateway.consent import ConsentService
 from gateway.errors import BrowserError
@@ -29,14 +31,16 @@ from gateway.oidc.tokens import TokenService
 from gateway.policy import load_policies
 from gateway.store import Store, open_store
 from gateway.telemetry import Metrics, TelemetryMiddleware, hold_secret_logging_libraries
-from gateway.upstream import Connector, IdentityService
-from gateway.upstream.demo import DemoConnector, DemoProvider
+from gateway.upstream import IdentityService
 from gateway.upstream.logins import UpstreamLogins
+from gateway.upstream.registry import build_upstreams
 from gateway.vault import Envelope, SigningKeyRing, load_key_ring, load_or_create_secret
 from gateway.vault.profiles import SealedProfiles
 from gateway.vault.sealing import KekSealer
 from gateway.web import Renderer, WebContext, build_pages_router
 from gateway.web.account import build_account_router
+from gateway.web.linking import build_linking_router
+from gateway.web.miniprogram import build_miniprogram_router
 from gateway.web.rendering import TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -69,6 +73,9 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
     envelope = Envelope(store, kek_ring, cache_size=settings.data_key_cache_size,
                         cache_ttl=float(settings.data_key_cache_ttl))
     profiles = SealedProfiles(store, envelope)
+    audit = AuditService(store, settings.keys_dir, settings.audit_log_origin,
+                         every_events=settings.audit_checkpoint_events,
+                         every_seconds=settings.audit_checkpoint_seconds)
     provider = ProviderContext(
         settings=settings,
         store=store,
@@ -82,10 +89,17 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
         consents=ConsentService(store),
         identities=IdentityService(store, load_or_create_secret(settings.keys_dir, "link", sealer), profiles),
         profiles=profiles,
+        audit=audit,
         pairwise_secret=load_or_create_secret(settings.keys_dir, "pairwise", sealer),
         catalogue=catalogue,
         pseudonym_secret=load_or_create_secret(settings.keys_dir, "pseudonym", sealer),
     )
+    provider.tokens.on_replay = lambda person_id, client_id: provider.record(
+        "token_revoked", actor_type="system", actor_id="gateway", person=person_id, shop=client_id,
+        outcome="denied")  # a replayed code or refresh token ended its whole grant
+    for shop in shops:  # every start records which policy versions it serves
+        provider.record("policy_loaded", actor_type="system", actor_id="gateway", shop=shop.client_id,
+                        policy_version=shop.config.policy.version)
     return Gateway(settings, store, provider, ProviderServer(provider), Metrics(), sealer)
 
 
@@ -96,7 +110,11 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        stop = threading.Event()
+        checkpointing = gateway.provider.audit.start_checkpointing(stop)
         yield
+        stop.set()
+        checkpointing.join(timeout=10)
         if owns_store:
             gateway.store.close()
 
@@ -105,13 +123,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.state.gateway = gateway
     provider = gateway.provider
 
-    connectors: dict[str, Connector] = {}
-    demo_provider = None
-    if settings.demo:
-        # Demo mode only: a simulated provider anyone can sign in to as anyone.
-        log.warning("DEMO MODE: the built-in demo sign-in is enabled; never use in production")
-        demo_provider = DemoProvider(gateway.store)
-        connectors["demo"] = DemoConnector(gateway.store, provider.endpoint("/demo-idp/authorize"))
+    # The configured upstream providers (and, in demo mode only, the demo provider).
+    upstreams = build_upstreams(settings, gateway.store, provider.endpoint("/demo-idp/authorize"),
+                                logos={p.stem for p in (TEMPLATES.parent / "static" / "logos").glob("*.svg")})
+    connectors, demo_provider = upstreams.connectors, upstreams.demo
 
     flow = AuthorizationFlow(provider, gateway.server)
     renderer = Renderer()
@@ -124,6 +139,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.include_router(build_router(provider, gateway.server, flow))
     app.include_router(build_pages_router(web))
     app.include_router(build_account_router(web, AccountService(provider)))
+    app.include_router(build_miniprogram_router(provider, gateway.server, upstreams.mini_programs))
+    app.include_router(build_linking_router(web, flow))
     app.mount("/static", StaticFiles(directory=TEMPLATES.parent / "static"), name="static")
 
     @app.get("/healthz")
@@ -140,6 +157,14 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     async def browser_error(request: Request, error: BrowserError) -> Response:
         return renderer.page(request, "error.html", status_code=error.status_code,
                              error=error.error, message=error.description, back_url=None)
+
+    @app.exception_handler(AuditError)
+    async def audit_unavailable(request: Request, error: AuditError) -> Response:
+        # Nothing is released that could not be recorded: the request fails as a whole.
+        log.error("audit log unavailable", extra={"route": request.url.path,
+                                                  "error": type(error).__name__})
+        return JSONResponse({"error": "temporarily_unavailable",
+                             "error_description": "The audit log is unavailable."}, status_code=503)
 
     @app.exception_handler(OAuth2Error)
     async def oauth_error(_: Request, error: OAuth2Error) -> Response:

@@ -7,6 +7,7 @@ never logged (it may hold codes and state).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import secrets
@@ -16,6 +17,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# The current request's id, for log lines and audit events (copied into worker threads).
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _STANDARD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message"}
 
@@ -99,6 +103,7 @@ class TelemetryMiddleware:
             return
         started = time.perf_counter()
         request_id = secrets.token_hex(8)
+        token = REQUEST_ID.set(request_id)
         status = 500
 
         async def send_with_headers(message: Message) -> None:
@@ -115,6 +120,7 @@ class TelemetryMiddleware:
         try:
             await self.app(scope, receive, send_with_headers)
         finally:
+            REQUEST_ID.reset(token)
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             elapsed = time.perf_counter() - started

@@ -59,8 +59,12 @@ _NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
 # ISO-8601, UTC, millisecond precision, fixed width: sorts as text in time order.
 _TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 
+# A release may serve several purposes at once: their ids, sorted, joined by "+".
+_PURPOSES_PATTERN = r"^[a-z][a-z0-9_-]{0,39}(\+[a-z][a-z0-9_-]{0,39}){0,15}$"
+
 Identifier = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
 Name = Annotated[str, StringConstraints(pattern=_NAME_PATTERN)]
+Purposes = Annotated[str, StringConstraints(pattern=_PURPOSES_PATTERN)]
 Timestamp = Annotated[str, StringConstraints(pattern=_TIME_PATTERN)]
 
 _NAME_RE = re.compile(_NAME_PATTERN)
@@ -99,7 +103,7 @@ class AuditEvent(BaseModel):
     person: Identifier | None = None
     shop: Identifier | None = None
     fields: tuple[Name, ...] = ()
-    purpose: Name | None = None
+    purpose: Purposes | None = None
     policy_version: Identifier | None = None
     outcome: Outcome = "success"
     request_id: Identifier | None = None

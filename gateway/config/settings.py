@@ -255,6 +255,11 @@ class Settings(BaseSettings):
     relay_email_domain: str = Field(
         default="", description="Domain of relay e-mail aliases; empty: relay.<issuer host>."
     )
+    audit_origin: str = Field(
+        default="", description="Checkpoint origin line and key name; empty: <issuer host>/audit."
+    )
+    audit_checkpoint_events: int = Field(default=1000, ge=1, le=1_000_000)
+    audit_checkpoint_seconds: float = Field(default=60.0, ge=1.0, le=86400.0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     providers: list[ProviderSettings] = Field(
@@ -319,6 +324,10 @@ class Settings(BaseSettings):
         if self.refresh_token_ttl <= self.access_token_ttl:
             raise ValueError("refresh_token_ttl must be longer than access_token_ttl")
         return self
+
+    @property
+    def audit_log_origin(self) -> str:
+        return self.audit_origin or f"{urlsplit(self.issuer).netloc}/audit"
 
     @property
     def uses_embedded_redis(self) -> bool:

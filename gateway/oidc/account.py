@@ -46,11 +46,18 @@ class AccountService:
         """Withdraw, then revoke the shop's tokens for this person so nothing is cached away."""
         withdrawn = self.ctx.consents.withdraw(person_id, client_id, purpose, field)
         if withdrawn:
+            shop = self.ctx.shops.get(client_id)
+            self.ctx.record("consent_withdrawn", actor_type="person", actor_id=person_id,
+                            person=person_id, shop=client_id, fields=[g.field for g in withdrawn],
+                            purposes=[g.purpose for g in withdrawn],
+                            policy_version=shop.config.policy.version if shop else None)
             self.ctx.tokens.revoke_person_shop(person_id, client_id)
         return withdrawn
 
     def erase(self, person_id: str) -> None:
-        """Erase the person: every shop's tokens, every consent record, the profile."""
+        """Erase the person: every shop's tokens, every consent record, the profile. The
+        audit event stays (pseudonymous id, no values): the log outlives what it records."""
+        self.ctx.record("person_erased", actor_type="person", actor_id=person_id, person=person_id)
         for shop in self.ctx.shops:
             self.ctx.tokens.revoke_person_shop(person_id, shop.client_id)
         self.ctx.profiles.erase(person_id)  # crypto-shredding: the data key is destroyed
@@ -61,6 +68,7 @@ class AccountService:
 
     def export(self, person_id: str) -> dict[str, Any]:
         """Everything the gateway holds about the person, readable (PIPL art. 45, GDPR art. 15/20)."""
+        self.ctx.record("profile_exported", actor_type="person", actor_id=person_id, person=person_id)
         now = time.time()
         return {
             "format": "consent-gateway-export/1",

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.config import Settings
+from gateway.audit import AuditEvent, AuditService
+from gateway.audit.events import Action, ActorType, Outcome
 from gateway.consent import ConsentRecord, ConsentService
+from gateway.telemetry import REQUEST_ID
 from gateway.oidc.clients import Shop, ShopRegistry
 from gateway.oidc.pairwise import pairwise_subject
 from gateway.oidc.sessions import LoginSessions, PendingRequests
@@ -36,6 +40,21 @@ class ProviderContext:
     catalogue: Catalogue
     pseudonym_secret: bytes
     profiles: SealedProfiles
+    audit: AuditService
+
+    def record(self, action: Action, *, actor_type: ActorType = "shop", actor_id: str | None = None,
+               person: str | None = None, shop: str | None = None, fields: Iterable[str] = (),
+               purposes: Iterable[str] = (), policy_version: int | None = None,
+               outcome: Outcome = "success") -> None:
+        """Append one audit event (one Redis round trip). Raises if it cannot be recorded: the
+        caller must then not release data (the app answers 503)."""
+        purpose = "+".join(sorted(set(purposes))) or None
+        self.audit.record(AuditEvent(
+            actor_type=actor_type, actor_id=actor_id or shop or "gateway", action=action,
+            person=person, shop=shop, fields=tuple(fields), purpose=purpose,
+            policy_version=str(policy_version) if policy_version is not None else None,
+            outcome=outcome, request_id=REQUEST_ID.get(),
+        ))
 
     @property
     def issuer(self) -> str:

@@ -46,7 +46,10 @@ from gateway.vault.signing import SigningAlg
 log = logging.getLogger(__name__)
 
 TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
-ASSERTION_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA")
+# Ed25519 under both names: "Ed25519" is RFC 9864's fully specified one (openid-client
+# sends it), "EdDSA" the older polymorphic one that RFC 9864 deprecates but libraries
+# still send.
+ASSERTION_ALGORITHMS = ("ES256", "RS256", "PS256", "Ed25519", "EdDSA")
 JSON_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
                 ("Pragma", "no-cache")]
 Response = tuple[int, Any, list[tuple[str, str]]]
@@ -154,6 +157,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             amr=list(person.amr),
             fields=list(self.requested_fields),
         ))
+        self.ctx.record("code_issued", shop=request.client.client_id, person=person.id)
 
     def query_authorization_code(self, code: str, client: Shop) -> AuthorizationCode | None:
         record = self.ctx.tokens.consume_code(code)
@@ -302,6 +306,7 @@ class GatewayRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
         return self.ctx.tokens.find_token(token_string, token_type_hint)
 
     def revoke_token(self, token: TokenRecord, request: OAuth2Request) -> None:
+        self.ctx.record("token_revoked", shop=token.client_id, person=token.person_id)
         self.ctx.tokens.revoke(token)
 
 
@@ -317,6 +322,18 @@ class GatewayIntrospectionEndpoint(IntrospectionEndpoint):  # type: ignore[misc]
 
     def check_permission(self, token: TokenRecord, client: Shop, request: OAuth2Request) -> bool:
         return token.check_client(client)  # a shop introspects only its own tokens
+
+    def create_endpoint_response(self, request: OAuth2Request) -> Response:
+        # authlib's own sequence (RFC 7662 §2.1), plus the audit event; the endpoint object
+        # is shared by all requests, so the caller is kept in locals, never on self.
+        client: Shop = self.authenticate_endpoint_client(request)
+        token = self.authenticate_token(request, client)
+        body: dict[str, Any] = self.create_introspection_payload(token)
+        active = bool(body.get("active"))
+        self.ctx.record("token_introspected", shop=client.client_id,
+                        person=token.person_id if token is not None and active else None,
+                        outcome="success" if active else "denied")
+        return 200, body, list(JSON_HEADERS)
 
     def introspect_token(self, token: TokenRecord) -> dict[str, Any]:
         shop = self.ctx.shops.get(token.client_id)
@@ -377,8 +394,20 @@ class ProviderServer(AuthorizationServer):  # type: ignore[misc]
     def query_client(self, client_id: str) -> Shop | None:
         return self.ctx.shops.get(client_id)
 
+    def validate_requested_scope(self, scope: str | None) -> None:
+        """Ignore scope values the gateway does not know rather than refuse the request.
+
+        OIDC Core §3.1.2.1: "Scope values used that are not understood by an implementation
+        SHOULD be ignored." Relying-party libraries commonly add ``offline_access`` (§11),
+        ignored like any other. What a shop gets is still bounded by its configured scopes
+        (:meth:`Shop.get_allowed_scope`) and policy, and a request without ``openid`` is
+        still refused (:class:`AuthorizationCodeGrant`).
+        """
+
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         source = request.authorization_code or request.refresh_token
+        action = "token_issued" if request.authorization_code else "token_refreshed"
+        self.ctx.record(action, shop=request.client.client_id, person=request.user.id)
         self.ctx.tokens.save_tokens(
             token,
             client_id=request.client.client_id,

@@ -12,6 +12,7 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -102,6 +103,9 @@ class TokenService:
         self.code_ttl = code_ttl
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
+        # Called after a replayed code or refresh token revoked its family (the provider
+        # context records it in the audit log).
+        self.on_replay: Callable[[str, str], None] = lambda person_id, client_id: None
 
     # -- codes ---------------------------------------------------------------------------
 
@@ -122,6 +126,7 @@ class TokenService:
         record = AuthorizationCode(**json.loads(result.value))
         if result.outcome is ConsumeOutcome.REPLAYED:
             self.revoke_family(record.family)
+            self.on_replay(record.person_id, record.client_id)
             return None
         return record
 
@@ -187,6 +192,7 @@ class TokenService:
         record = TokenRecord(**json.loads(result.value))
         if result.outcome is ConsumeOutcome.REPLAYED:
             self.revoke_family(record.family)
+            self.on_replay(record.person_id, record.client_id)
             return None
         return record
 

@@ -52,14 +52,21 @@ def userinfo_response(ctx: ProviderContext, authorization: str | None,
         return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
     profile, consent = ctx.profile_and_consent(record.person_id, shop.client_id)
     now = time.time()
-    claims, _ = release_claims(
+    consented = consent.consented(now) if consent else set()
+    claims, released = release_claims(
         shop_id=shop.client_id, person_id=record.person_id,
         subject=ctx.subject_for(shop, record.person_id), policy=shop.config.policy,
         catalogue=ctx.catalogue, requested=record.fields,
-        consented=consent.consented(now) if consent else set(), profile=profile,
+        consented=consented, profile=profile,
         shop_key=ctx.shop_key, relay_domain=ctx.relay_domain,
         today=datetime.fromtimestamp(now, UTC).date(),
     )
+    policy = shop.config.policy
+    # Recorded before anything leaves: if the audit log cannot take it, nothing is released.
+    ctx.record("userinfo_read", shop=shop.client_id, person=record.person_id, fields=released,
+               purposes={r.purpose for r in policy.fields if r.purpose and r.field in released
+                         and (r.purpose, r.field) in consented},
+               policy_version=policy.version)
     return _shaped_for(ctx, shop, claims)
 
 

@@ -2,6 +2,11 @@
 
 The upstream ``state`` is single-use and bound to the browser that started the sign-in, so
 a callback replayed, forged or opened in another browser is refused (RFC 9700 §4.7).
+It is 64 hexadecimal characters: WeChat accepts only ``[a-zA-Z0-9]`` (at most 128 bytes)
+and Alipay at most 100 characters.
+
+A sign-in has one of two purposes: signing in for a parked shop request, or linking one
+more provider to the person already signed in (docs/providers.md, "Linking").
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.store import ConsumeOutcome, Store
@@ -23,6 +29,7 @@ UPSTREAM_STATE_TTL = 600
 class FinishedLogin:
     identity: UpstreamIdentity
     request_id: str
+    link_person: str | None = None  # set when the sign-in links a provider to this person
 
 
 def _digest(value: str) -> str:
@@ -44,12 +51,20 @@ class UpstreamLogins:
 
     def start(self, provider_id: str, request_id: str, browser: str) -> str:
         """Remember the sign-in and return the provider's authorization URL."""
+        return self._start(provider_id, browser, {"request_id": request_id})
+
+    def start_link(self, provider_id: str, person_id: str, browser: str) -> str:
+        """Like :meth:`start`, for linking the provider's account to ``person_id``."""
+        return self._start(provider_id, browser, {"request_id": "", "link_person": person_id})
+
+    def _start(self, provider_id: str, browser: str, purpose: dict[str, str]) -> str:
         connector = self.connectors.get(provider_id)
         if connector is None:
             raise UpstreamError(f"unknown provider {provider_id!r}")
-        state, nonce, verifier = (secrets.token_urlsafe(32) for _ in range(3))
-        record = {"provider": provider_id, "request_id": request_id, "browser": browser,
-                  "nonce": nonce, "verifier": verifier}
+        state = secrets.token_hex(32)
+        nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(48)
+        record = {"provider": provider_id, "browser": browser, "nonce": nonce,
+                  "verifier": verifier, **purpose}
         key = self._store.keys.upstream_state(_digest(state))
         self._store.redis.set(key, json.dumps(record), ex=UPSTREAM_STATE_TTL)
         return connector.authorization_url(
@@ -57,8 +72,9 @@ class UpstreamLogins:
             redirect_uri=self.callback_uri(provider_id),
         )
 
-    def finish(self, provider_id: str, state: str, code: str, browser: str) -> FinishedLogin:
-        """Check the callback and exchange the code. Raises UpstreamError."""
+    def finish(self, provider_id: str, params: Mapping[str, str], browser: str) -> FinishedLogin:
+        """Check the callback (its whole query) and exchange the code. Raises UpstreamError."""
+        state = params.get("state", "")
         if not state or len(state) > 128:
             raise UpstreamError("state missing")
         result = self._store.consume_once(self._store.keys.upstream_state(_digest(state)),
@@ -68,17 +84,14 @@ class UpstreamLogins:
         record = json.loads(result.value)
         if record["provider"] != provider_id or not hmac.compare_digest(record["browser"], browser):
             raise UpstreamError("state issued to another provider or browser")
-        if not code or len(code) > 2048:
-            error = UpstreamError("code missing (the person declined or the provider failed)")
-            error.request_id = record["request_id"]
-            raise error
         connector = self.connectors[provider_id]
         try:
+            code = connector.callback_code(params)
             identity = connector.fetch_identity(
                 code=code, code_verifier=record["verifier"],
                 redirect_uri=self.callback_uri(provider_id), nonce=record["nonce"],
             )
         except UpstreamError as error:
-            error.request_id = record["request_id"]  # the shop can now be told
+            error.request_id = record["request_id"] or None  # the shop can now be told
             raise
-        return FinishedLogin(identity, record["request_id"])
+        return FinishedLogin(identity, record["request_id"], record.get("link_person"))

@@ -138,6 +138,8 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
                                      provider_name=connector.name_in(web.renderer.language(request)),
                                      status_code=200 if linked else 409)
         person_id = await bridge.in_worker(ctx.identities.resolve, finished.identity)
+        await bridge.in_worker(lambda: ctx.record("sign_in", actor_type="person", actor_id=person_id,
+                                                  person=person_id))
         now = time.time()
         person = Person(person_id, int(now), list(finished.identity.amr), provider_id, now)
         await bridge.in_worker(ctx.sessions.end, request.cookies.get(SESSION_COOKIE))
@@ -211,16 +213,33 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
         await bridge.in_worker(lambda: ctx.consents.decide(
             person.id, shop.client_id, shop.config.policy.version, question.items, granted,
             make_receipt=make_receipt))
+        await bridge.in_worker(lambda: ctx.record(
+            "consent_granted", actor_type="person", actor_id=person.id, person=person.id,
+            shop=shop.client_id, fields=[f for _, f in granted], purposes=[p for p, _ in granted],
+            policy_version=shop.config.policy.version,
+            outcome="success" if granted or not question.items else "denied"))
         return _see_other(f"/authorize/continue?{urlencode({'request': request_id})}")
 
     @router.api_route("/logout", methods=["GET", "POST"])
     async def logout(request: Request) -> Response:
+        # RP-Initiated Logout §2: a shop may send the logout request by GET or by POST. Only
+        # the person's answer on our confirmation page (it carries "confirm") needs our CSRF
+        # token; a shop's POST is treated exactly like its GET.
+        confirmed = False
         if request.method == "POST":
-            fields = await form_of(request, "logout")
-            params = [(k, v) for k, v in fields.items() if k not in ("csrf", "confirm")]
-            confirmed = fields.get("confirm") == "yes"
+            try:
+                pairs = await bridge.read_form(request, limit)
+            except OAuth2Error as error:
+                raise BrowserError(error.error, error.get_error_description() or "") from None
+            fields = dict(pairs)
+            if "confirm" in fields:
+                browser = request.cookies.get("__Host-cg_browser")
+                if not csrf_valid(web.csrf_secret, browser, "logout", fields.get("csrf")):
+                    raise BrowserError("invalid_request", "The form has expired. Reload the page.", 403)
+                confirmed = fields["confirm"] == "yes"
+            params = [(k, v) for k, v in pairs if k not in ("csrf", "confirm")]
         else:
-            params, confirmed = bridge.query_fields(request), False
+            params = bridge.query_fields(request)
         oauth_request = ProviderRequest("GET", ctx.endpoint("/logout"), {}, params, [])
         try:
             validated = await bridge.in_worker(
