@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from gateway.audit import AuditError, AuditService
+from gateway.audit.staff import StaffDirectory, StaffSessions
 from gateway.config import Settings
 from gateway.consent import ConsentService
 from gateway.errors import BrowserError
@@ -39,6 +40,7 @@ from gateway.vault.profiles import SealedProfiles
 from gateway.vault.sealing import KekSealer
 from gateway.web import Renderer, WebContext, build_pages_router
 from gateway.web.account import build_account_router
+from gateway.web.audit_api import StaffAccess, build_audit_api
 from gateway.web.linking import build_linking_router
 from gateway.web.miniprogram import build_miniprogram_router
 from gateway.web.rendering import TEMPLATES
@@ -139,6 +141,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.include_router(build_router(provider, gateway.server, flow))
     app.include_router(build_pages_router(web))
     app.include_router(build_account_router(web, AccountService(provider)))
+    staff_access = StaffAccess(StaffDirectory(settings.staff), StaffSessions(gateway.store))
+    app.include_router(build_audit_api(provider, provider.audit, staff_access))
     app.include_router(build_miniprogram_router(provider, gateway.server, upstreams.mini_programs))
     app.include_router(build_linking_router(web, flow))
     app.mount("/static", StaticFiles(directory=TEMPLATES.parent / "static"), name="static")

@@ -29,6 +29,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from gateway.config.staff import StaffMember
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "GATEWAY_"
@@ -257,6 +258,9 @@ class Settings(BaseSettings):
     )
     audit_origin: str = Field(
         default="", description="Checkpoint origin line and key name; empty: <issuer host>/audit."
+    )
+    staff: list[StaffMember] = Field(
+        default_factory=list, description="Compliance staff: id, role, token_sha256 ([[staff]] in TOML)."
     )
     audit_checkpoint_events: int = Field(default=1000, ge=1, le=1_000_000)
     audit_checkpoint_seconds: float = Field(default=60.0, ge=1.0, le=86400.0)

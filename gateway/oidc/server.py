@@ -35,6 +35,7 @@ from authlib.oidc.rpinitiated import EndSessionEndpoint
 from joserfc import jwt
 from joserfc.errors import JoseError
 
+from gateway.audit.events import Action
 from gateway.oidc.clients import SUPPORTED_SCOPES, Shop
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.sessions import Person
@@ -406,7 +407,7 @@ class ProviderServer(AuthorizationServer):  # type: ignore[misc]
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
         source = request.authorization_code or request.refresh_token
-        action = "token_issued" if request.authorization_code else "token_refreshed"
+        action: Action = "token_issued" if request.authorization_code else "token_refreshed"
         self.ctx.record(action, shop=request.client.client_id, person=request.user.id)
         self.ctx.tokens.save_tokens(
             token,

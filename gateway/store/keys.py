@@ -44,6 +44,12 @@ class KeySpace:
     def person_link(self, provider_id: str, subject_digest: str) -> str:
         return f"{self.prefix}link:{provider_id}:{subject_digest}"
 
+    def staff_session(self, session_digest: str) -> str:
+        return f"{self.prefix}staffsession:{session_digest}"
+
+    def audit_last_verify(self) -> str:
+        return f"{self.prefix}{{audit}}:last-verify"
+
     def login_session(self, session_digest: str) -> str:
         return f"{self.prefix}session:{session_digest}"
 
