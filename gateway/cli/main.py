@@ -152,9 +152,11 @@ def keys_rotate(signing_alg: str | None) -> None:
         ring = _signing_ring(settings, _kek_ring(settings))
         # The old key stays in the JWKS as long as an ID token it signed can live.
         entry = ring.rotate(signing_alg, overlap_seconds=settings.id_token_ttl)  # type: ignore[arg-type]
+        _record_key_event(settings, "signing")
         click.echo(f"new primary {entry.alg} signing key {entry.kid}")
         return
     info = _kek_ring(settings).rotate()
+    _record_key_event(settings, "key-encryption")
     click.echo(f"new primary key-encryption key {info.kek_id}; run `gateway keys rewrap` next")
 
 
@@ -216,7 +218,133 @@ def keys_retire(kek_id: str, grace: float) -> None:
         ring.retire(kek_id, still_wrapped, grace_seconds=grace)
     finally:
         store.close()
+    _record_key_event(settings, "key-encryption-retired")
     click.echo(f"key-encryption key {kek_id} retired: its material is destroyed")
+
+
+def _record_key_event(settings: Settings, what: str) -> None:
+    """Key operations are audit events too (actor: the operator at the command line)."""
+    from gateway.audit import AuditEvent, AuditService
+    from gateway.store import open_store
+
+    store = open_store(settings)
+    try:
+        audit = AuditService(store, settings.keys_dir, settings.audit_log_origin)
+        audit.record(AuditEvent(actor_type="staff", actor_id="cli", action="key_rotated",
+                                purpose=what))
+    finally:
+        store.close()
+
+
+@main.group()
+def audit() -> None:
+    """The audit log: verify it, export it, show its public key."""
+
+
+def _audit_service(settings: Settings) -> tuple[Any, Any]:
+    from gateway.audit import AuditService
+    from gateway.store import open_store
+
+    store = open_store(settings)
+    return store, AuditService(store, settings.keys_dir, settings.audit_log_origin)
+
+
+@audit.command("key")
+@one_line_errors
+def audit_key() -> None:
+    """Print the verifier key that checks the log's checkpoints and proofs (publish it)."""
+    from gateway.audit.keyfile import load_audit_keys
+
+    settings = load_settings()
+    click.echo(load_audit_keys(settings.keys_dir, settings.audit_log_origin).signer.verifier.to_string())
+
+
+@audit.command("verify")
+@click.option("--export", "export_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Check an export file offline instead of the live log.")
+@click.option("--key", "keys", multiple=True, help="Trusted verifier key(s) for --export.")
+@one_line_errors
+def audit_verify(export_file: str | None, keys: tuple[str, ...]) -> None:
+    """Check the chain, the tree and every checkpoint signature; name the first bad index."""
+    from gateway.audit import NoteVerifier, verify_export
+
+    settings = load_settings()
+    if export_file:
+        if not keys:
+            raise ConfigError("--export needs at least one --key (the log's published verifier key)")
+        verifiers = [NoteVerifier.from_string(key) for key in keys]
+        with open(export_file, encoding="utf-8") as lines:
+            report = verify_export(lines, verifiers, verifiers[0].name)
+    else:
+        store, service = _audit_service(settings)
+        try:
+            report = service.verify()
+        finally:
+            store.close()
+    if report.problem is not None:
+        where = f"index {report.problem.index}" if report.problem.index is not None else "log"
+        click.echo(f"FAILED at {where}: {report.problem.reason}")
+        sys.exit(1)
+    click.echo(f"ok: {report.size} events, {report.checkpoints_checked} checkpoints verified, "
+               f"latest checkpoint covers {report.latest_checkpoint}, {report.unsigned_tail} not yet signed")
+
+
+@audit.command("export")
+@click.option("--output", "output", type=click.Path(dir_okay=False), required=True)
+@click.option("--format", "fmt", type=click.Choice(["verify", "jsonl", "csv"]), default="verify",
+              show_default=True, help="verify: the whole log for offline checking; jsonl/csv: events.")
+@click.option("--person", default=None)
+@click.option("--shop", default=None)
+@click.option("--action", default=None)
+@click.option("--field", default=None)
+@click.option("--since", default=None)
+@click.option("--until", default=None)
+@one_line_errors
+def audit_export(output: str, fmt: str, **filters: str | None) -> None:
+    """Write the log (or a filtered list of events) to a file, streamed."""
+    from gateway.audit import AuditEvent, export_csv, export_jsonl, export_log
+    from gateway.web.audit_api import parse_filter
+
+    settings = load_settings()
+    try:
+        flt = parse_filter({k: v for k, v in filters.items() if v})
+    except ValueError as error:
+        raise ConfigError(f"invalid filter: {error}") from None
+    store, service = _audit_service(settings)
+    try:
+        service.record(AuditEvent(actor_type="staff", actor_id="cli", action="staff_export",
+                                  person=flt.person, shop=flt.shop,
+                                  fields=(flt.field,) if flt.field else ()))
+        if fmt == "verify":
+            lines = export_log(service.log)
+        else:
+            lines = (export_jsonl if fmt == "jsonl" else export_csv)(service.query, flt)
+        count = 0
+        with open(output, "w", encoding="utf-8") as out:
+            for line in lines:
+                out.write(line)
+                count += 1
+    finally:
+        store.close()
+    click.echo(f"wrote {count} lines to {output}")
+
+
+@main.group()
+def staff() -> None:
+    """Compliance staff (declared in settings as [[staff]] entries)."""
+
+
+@staff.command("token")
+@click.argument("staff_id")
+@click.option("--role", type=click.Choice(["auditor", "admin"]), default="auditor", show_default=True)
+def staff_token(staff_id: str, role: str) -> None:
+    """Draw a token for a staff member: the token is shown once, the settings keep its digest."""
+    from gateway.audit.staff import new_staff_token
+
+    token, digest = new_staff_token()
+    click.echo(f"token (give it to {staff_id}, shown once): {token}")
+    click.echo("add to the gateway's TOML settings:")
+    click.echo(f'[[staff]]\nid = "{staff_id}"\nrole = "{role}"\ntoken_sha256 = "{digest}"')
 
 
 @main.group()

@@ -9,17 +9,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway.config import Settings
 from gateway.audit import AuditEvent, AuditService
 from gateway.audit.events import Action, ActorType, Outcome
+from gateway.config import Settings
 from gateway.consent import ConsentRecord, ConsentService
-from gateway.telemetry import REQUEST_ID
 from gateway.oidc.clients import Shop, ShopRegistry
 from gateway.oidc.pairwise import pairwise_subject
 from gateway.oidc.sessions import LoginSessions, PendingRequests
 from gateway.oidc.tokens import TokenService
 from gateway.policy import Catalogue
 from gateway.store import Store
+from gateway.telemetry import REQUEST_ID
 from gateway.upstream import IdentityService
 from gateway.vault import SigningKeyRing
 from gateway.vault.profiles import SealedProfiles

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -10,10 +11,11 @@ import yaml
 from click.testing import CliRunner
 
 from gateway.cli import main
+from gateway.store import Store
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: Store) -> Path:
     (tmp_path / "policies" / "shops").mkdir(parents=True)
     (tmp_path / "policies" / "shops" / "s.yaml").write_text(yaml.safe_dump({
         "client_id": "shop-cli", "name": "CLI shop", "redirect_uris": ["https://s.example/cb"]}))
@@ -22,6 +24,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "token_endpoint_auth_method": "none"}))
     monkeypatch.setenv("GATEWAY_KEYS_DIR", str(tmp_path / "keys"))
     monkeypatch.setenv("GATEWAY_POLICIES_DIR", str(tmp_path / "policies"))
+    monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("GATEWAY_REDIS_URL", store.url)
+    monkeypatch.setenv("GATEWAY_REDIS_KEY_PREFIX", store.keys.prefix)  # cleaned up by the fixture
     return tmp_path
 
 
@@ -109,13 +114,10 @@ def test_published_policy_schema_is_current() -> None:
     assert json.loads(result.output) == json.loads(published.read_text(encoding="utf-8"))
 
 
-def test_kek_ring_init_rotate_rewrap_retire(env: Path, monkeypatch: pytest.MonkeyPatch,
-                                            redis_url: str) -> None:
+def test_kek_ring_init_rotate_rewrap_retire(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import secrets as _secrets
 
     monkeypatch.setenv("GATEWAY_MASTER_KEY", _secrets.token_hex(32))
-    monkeypatch.setenv("GATEWAY_REDIS_URL", redis_url)
-    monkeypatch.setenv("GATEWAY_REDIS_KEY_PREFIX", f"cgtest:{_secrets.token_hex(6)}:")
     runner = CliRunner()
     assert "sealed under the master key" in runner.invoke(main, ["keys", "init"]).output
     again = runner.invoke(main, ["keys", "init"])
@@ -138,3 +140,55 @@ def test_keys_without_master_key_outside_demo_is_one_line(env: Path) -> None:
     result = CliRunner().invoke(main, ["keys", "init"])
     assert result.exit_code == 2
     assert "GATEWAY_MASTER_KEY" in result.output and result.output.count("\n") == 1
+
+
+def _audit_with_events(env: Path, store: Store, count: int) -> Any:
+    from gateway.audit import AuditEvent, AuditService
+
+    service = AuditService(store, env / "keys", "gateway.test/audit", every_events=2)
+    for index in range(count):
+        service.record(AuditEvent(actor_type="shop", actor_id="shop-a", action="userinfo_read",
+                                  person=f"p{index}", shop="shop-a", fields=("phone",)))
+    return service
+
+
+def test_audit_verify_export_and_offline_check(env: Path, store: Store,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_AUDIT_ORIGIN", "gateway.test/audit")
+    _audit_with_events(env, store, 5)
+    runner = CliRunner()
+    live = runner.invoke(main, ["audit", "verify"])
+    assert live.exit_code == 0, live.output
+    assert live.output.startswith("ok: 5 events")
+    key = runner.invoke(main, ["audit", "key"]).output.strip()
+    assert key.startswith("gateway.test/audit+")
+    exported = env / "audit.jsonl"
+    assert runner.invoke(main, ["audit", "export", "--output", str(exported)]).exit_code == 0
+    offline = runner.invoke(main, ["audit", "verify", "--export", str(exported), "--key", key])
+    assert offline.exit_code == 0, offline.output
+    csv_file = env / "phone.csv"
+    result = runner.invoke(main, ["audit", "export", "--output", str(csv_file), "--format", "csv",
+                                  "--field", "phone"])
+    assert result.exit_code == 0 and csv_file.read_text().count("userinfo_read") == 5
+
+
+def test_audit_verify_names_the_first_tampered_index(env: Path, store: Store,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_AUDIT_ORIGIN", "gateway.test/audit")
+    _audit_with_events(env, store, 6)
+    entries = next(k for k in store.redis.scan_iter(match=f"{store.keys.prefix}*entries"))
+    raw = store.redis.hget(entries, "3")
+    assert isinstance(raw, bytes)
+    store.redis.hset(entries, "3", raw.replace(b"shop-a", b"shop-b"))
+    result = CliRunner().invoke(main, ["audit", "verify"])
+    assert result.exit_code == 1
+    assert result.output.startswith("FAILED at index 3")
+
+
+def test_staff_token_prints_the_token_once_and_a_digest_for_settings() -> None:
+    import hashlib
+
+    result = CliRunner().invoke(main, ["staff", "token", "alice", "--role", "admin"])
+    token = result.output.split(": ", 1)[1].splitlines()[0]
+    assert f'token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"' in result.output
+    assert 'role = "admin"' in result.output
