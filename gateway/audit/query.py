@@ -180,6 +180,14 @@ class AuditQuery:
                 raise AuditIntegrityError(index, f"stored event is unreadable ({error})") from None
         return loaded
 
+    def latest_for_person(self, person: str, limit: int = 50) -> list[LoggedEvent]:
+        """A person's most recent events, newest first (their access history page): the last
+        ``limit`` entries of the person's index, one read."""
+        redis_client, keys = self.log.store.redis, self.log.store.keys
+        found = cast(list[bytes], redis_client.lrange(keys.audit_index("person", person), -limit, -1))
+        indexes = sorted((int(i) for i in found), reverse=True)
+        return self._load_matching(AuditFilter(person=person), indexes) if indexes else []
+
     def events(self, flt: AuditFilter, cursor: int = 0) -> Iterator[LoggedEvent]:
         """Every matching event, page by page (a generator: nothing is built in memory)."""
         next_cursor: int | None = cursor

@@ -22,9 +22,14 @@ from gateway.oidc.account import AccountService, ShopConsent
 from gateway.oidc.endpoints import COOKIE_OPTIONS, browser_id, outcome_response
 from gateway.oidc.sessions import BROWSER_COOKIE, SESSION_COOKIE, Person
 from gateway.policy import describe
+from gateway.web.audit_api import proof_text
 from gateway.web.csrf import csrf_token, csrf_valid
+from gateway.web.history import history_lines
 from gateway.web.i18n import translator
 from gateway.web.pages import WebContext
+
+
+HISTORY_LENGTH = 50
 
 
 @dataclass(slots=True)
@@ -107,8 +112,10 @@ def build_account_router(  # noqa: C901 - one small closure per page
             return outcome_response(outcome, browser, set_browser)
         language = web.renderer.language(request)
         consents = await bridge.in_worker(account.consents, person.id)
+        recent = await bridge.in_worker(ctx.audit.query.latest_for_person, person.id, HISTORY_LENGTH)
         response = web.renderer.page(
             request, "account.html", shops=shop_views(consents, web, language, time.time()),
+            history=history_lines(recent, ctx.shops, ctx.catalogue, language),
             csrf_withdraw=token(request, "withdraw"), csrf_erase=token(request, "erase"))
         if set_browser:
             response.set_cookie(BROWSER_COOKIE, browser, **COOKIE_OPTIONS)
@@ -132,6 +139,27 @@ def build_account_router(  # noqa: C901 - one small closure per page
         await bridge.in_worker(account.withdraw, person.id, shop.client_id,
                                fields.get("purpose") or None, fields.get("field") or None)
         return RedirectResponse("/account", status_code=303)
+
+    @router.get("/account/proof/{index}")
+    async def proof(request: Request, index: int) -> Response:
+        """An inclusion proof (c2sp.org/tlog-proof) for one of the person's own events."""
+        person = await signed_in(request)
+        if person is None:
+            return RedirectResponse("/account", status_code=303)
+        mine = await bridge.in_worker(ctx.audit.query.latest_for_person, person.id, 10_000)
+        if index not in {logged.index for logged in mine}:
+            raise BrowserError("not_found", "No such event in your history.", 404)
+        text = await bridge.in_worker(proof_text, ctx.audit, index)
+        return Response(text, media_type="text/plain; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="event-{index}.tlog-proof"',
+            "Cache-Control": "no-store"})
+
+    @router.get("/account/checkpoint")
+    async def checkpoint(request: Request) -> Response:
+        """The latest signed checkpoint and the key to check it with (public information)."""
+        latest = await bridge.in_worker(ctx.audit.checkpointer.latest)
+        body = (latest.note if latest else "") + f"\nverifier key: {ctx.audit.verifier_key}\n"
+        return Response(body, media_type="text/plain; charset=utf-8")
 
     @router.get("/account/export")
     async def export(request: Request) -> Response:

@@ -59,6 +59,14 @@ MESSAGES: dict[str, dict[str, str]] = {
     "withdraw_purpose": {"en": "Withdraw this purpose", "zh-CN": "撤回此目的"},
     "withdraw_shop": {"en": "Withdraw everything from this shop", "zh-CN": "撤回对该商店的全部授权"},
     "your_data": {"en": "Your data", "zh-CN": "您的数据"},
+    "access_history": {"en": "Who accessed what", "zh-CN": "访问记录"},
+    "access_history_hint": {
+        "en": "Every access is written to a tamper-evident log. Each line has a proof you can "
+              "check yourself against the signed",
+        "zh-CN": "每次访问都记录在防篡改日志中。每条记录都附有可自行核验的证明，核验依据为已签名的"},
+    "latest_checkpoint": {"en": "latest checkpoint", "zh-CN": "最新检查点"},
+    "history_empty": {"en": "Nothing yet.", "zh-CN": "暂无记录。"},
+    "download_proof": {"en": "proof", "zh-CN": "证明"},
     "download_data": {"en": "Download my data", "zh-CN": "下载我的数据"},
     "erase_account": {"en": "Erase my account", "zh-CN": "删除我的账户"},
     "confirm": {"en": "Yes, do it", "zh-CN": "确认"},

@@ -97,6 +97,8 @@ def mini_program_login(ctx: ProviderContext, server: ProviderServer, program: We
             raise MiniProgramUnavailableError() from None
         raise InvalidGrantError("The wx.login code is invalid, used, expired or refused.") from None
     person_id = ctx.identities.resolve(identity)
+    # The same audit events as a browser sign-in and its authorization code.
+    ctx.record("sign_in", actor_type="person", actor_id=person_id, person=person_id)
     code = new_secret()
     ctx.tokens.save_code(code, AuthorizationCode(
         client_id=shop.client_id, person_id=person_id, redirect_uri="", scope=scope,
@@ -104,6 +106,7 @@ def mini_program_login(ctx: ProviderContext, server: ProviderServer, program: We
         code_challenge_method="S256", amr=[],
         fields=sorted(requested_fields(scope, None, ctx.catalogue)),
     ))
+    ctx.record("code_issued", shop=shop.client_id, person=person_id)
     log.info("mini-program sign-in", extra={"client_id": shop.client_id,
                                             "provider": program.provider_id})
     body = {"code": code, "expires_in": ctx.tokens.code_ttl, "iss": ctx.issuer,

@@ -56,7 +56,7 @@ def test_withdraw_needs_confirmation_then_revokes_the_shops_tokens(client: TestC
     done = browser.submit(confirm, confirm="yes")
     assert done.status_code == 200 and str(done.url).endswith("/account")
     assert userinfo(client, token).status_code == 401  # the shop's tokens are gone
-    assert "138****5678" not in done.text  # phone no longer listed
+    assert "138****5678" not in done.text.split("Who accessed what")[0]  # no longer granted
 
 
 def test_withdraw_rejects_missing_or_wrong_csrf(client: TestClient, shop: ShopHandle) -> None:
@@ -94,3 +94,31 @@ def test_erase_needs_confirmation_then_ends_everything(client: TestClient, shop:
     assert done.status_code == 200
     assert userinfo(client, token).status_code == 401
     assert "__Host-cg_session" not in browser.cookies
+
+
+def test_access_history_in_plain_words_with_verifiable_proofs(client: TestClient, shop: ShopHandle) -> None:
+    from gateway.audit import NoteVerifier, verify_proof
+
+    browser, token = signed_in_with_token(client, shop)
+    userinfo(client, token)
+    page = browser.follow("/account")
+    history = page.text.split("Who accessed what")[1]
+    read = next(line for line in history.split("<li>") if "Shop shop-a read " in line)
+    assert "your phone number, partly hidden (like 138****5678)" in read
+    assert "for Account, Delivery contact" in read
+    proof_links = re.findall(r'href="(/account/proof/\d+)"', page.text)
+    assert proof_links
+    text = browser.request("GET", proof_links[0]).text
+    checkpoint = browser.request("GET", "/account/checkpoint").text
+    key = checkpoint.split("verifier key: ")[1].strip()
+    _, event = verify_proof(text, [NoteVerifier.from_string(key)], key.split("+")[0])
+    assert event.person is not None
+
+
+def test_proofs_of_other_peoples_events_are_refused(client: TestClient, shop: ShopHandle) -> None:
+    first, _ = signed_in_with_token(client, shop)
+    page = first.follow("/account")
+    theirs = re.findall(r'href="(/account/proof/\d+)"', page.text)[0]
+    other = Browser(client)
+    sign_in(other, shop, person="han-meimei")
+    assert other.request("GET", theirs).status_code == 404
