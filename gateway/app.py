@@ -41,6 +41,7 @@ from gateway.vault.sealing import KekSealer
 from gateway.web import Renderer, WebContext, build_pages_router
 from gateway.web.account import build_account_router
 from gateway.web.audit_api import StaffAccess, build_audit_api
+from gateway.web.console import build_console
 from gateway.web.linking import build_linking_router
 from gateway.web.miniprogram import build_miniprogram_router
 from gateway.web.rendering import TEMPLATES
@@ -143,6 +144,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.include_router(build_account_router(web, AccountService(provider)))
     staff_access = StaffAccess(StaffDirectory(settings.staff), StaffSessions(gateway.store))
     app.include_router(build_audit_api(provider, provider.audit, staff_access))
+    app.include_router(build_console(provider, provider.audit, staff_access, renderer, web.csrf_secret))
     app.include_router(build_miniprogram_router(provider, gateway.server, upstreams.mini_programs))
     app.include_router(build_linking_router(web, flow))
     app.mount("/static", StaticFiles(directory=TEMPLATES.parent / "static"), name="static")

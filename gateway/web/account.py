@@ -28,7 +28,6 @@ from gateway.web.history import history_lines
 from gateway.web.i18n import translator
 from gateway.web.pages import WebContext
 
-
 HISTORY_LENGTH = 50
 
 
