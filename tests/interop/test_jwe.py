@@ -1,13 +1,9 @@
-"""TODO(issue 8, JWE part): encrypted ID tokens and userinfo decrypted by openid-client.
+"""Encrypted ID tokens and userinfo, decrypted and validated by openid-client.
 
-Left out of the interoperability work on purpose while the encryption issue is still
-open: the tests below are skipped as a whole. When that issue lands, remove ``pytestmark``,
-run them, add the oic (pyoidc) counterpart (pyjwkest decrypts with the key in the
-client's keyjar, ``owner=""``), and mark JWE "yes" in docs/conformance.md with links here.
-
-The Node side is ready: ``discover`` takes ``decryption: {private_jwk, alg, enc}`` and
-calls openid-client's ``enableDecryptingResponses`` with exactly that ``enc``; results
-carry what openid-client decrypted under ``decrypted`` (``getDecryptedResponses``).
+``discover`` takes ``decryption: {private_jwk, alg, enc}`` and calls openid-client's
+``enableDecryptingResponses`` with exactly that ``enc``; results carry what openid-client
+decrypted under ``decrypted`` (``getDecryptedResponses``). The in-process counterpart with
+jwcrypto is tests/oidc/test_encryption_to_shops.py.
 """
 
 from __future__ import annotations
@@ -20,8 +16,6 @@ from joserfc.jwk import ECKey, RSAKey
 
 from tests.conftest import ShopHandle
 from tests.interop.harness import LiveGateway, NodeRelyingParty, authorize_in_browser
-
-pytestmark = pytest.mark.skip(reason="TODO(issue 8): JWE interop waits for the encryption issue")
 
 CASES = [("ECDH-ES+A256KW", "A256GCM", "EC"), ("ECDH-ES", "A128CBC-HS256", "EC"),
          ("RSA-OAEP-256", "A256GCM", "RSA")]
