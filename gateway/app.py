@@ -118,6 +118,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         yield
         stop.set()
         checkpointing.join(timeout=10)
+        if upstreams.http is not None:
+            upstreams.http.close()
         if owns_store:
             gateway.store.close()
 

@@ -29,6 +29,7 @@ FORMAT_VERSION: Literal[1] = 1
 
 Action = Literal[
     "sign_in",
+    "identity_linked",
     "consent_granted",
     "consent_withdrawn",
     "code_issued",

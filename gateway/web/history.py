@@ -24,6 +24,7 @@ ACTION_WORDS: dict[str, dict[str, str]] = {
     "token_revoked": {"en": "{shop}'s sign-in for you ended", "zh-CN": "{shop} 的登录已结束"},
     "token_introspected": {"en": "{shop} checked its sign-in token", "zh-CN": "{shop} 核验了登录令牌"},
     "sign_in": {"en": "You signed in to Consent Gateway", "zh-CN": "您登录了授权网关"},
+    "identity_linked": {"en": "You linked another sign-in method", "zh-CN": "您关联了其他登录方式"},
     "profile_exported": {"en": "You downloaded your data", "zh-CN": "您下载了您的数据"},
     "person_erased": {"en": "Your account was erased", "zh-CN": "您的账户已删除"},
 }

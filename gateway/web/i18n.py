@@ -89,6 +89,7 @@ MESSAGES: dict[str, dict[str, str]] = {
     "console_by_shop": {"en": "userinfo reads per shop", "zh-CN": "各商店的读取次数"},
     "console_by_field": {"en": "fields released", "zh-CN": "各字段的提供次数"},
     "download_proof": {"en": "proof", "zh-CN": "证明"},
+    "link_provider": {"en": "Link another sign-in method", "zh-CN": "关联其他登录方式"},
     "download_data": {"en": "Download my data", "zh-CN": "下载我的数据"},
     "erase_account": {"en": "Erase my account", "zh-CN": "删除我的账户"},
     "confirm": {"en": "Yes, do it", "zh-CN": "确认"},

@@ -133,6 +133,10 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
                 raise BrowserError("invalid_request", EXPIRED)
             linked = await bridge.in_worker(ctx.identities.link, person.id, finished.identity)
             log.info("provider link", extra={"provider": provider_id, "linked": linked})
+            linker = person.id
+            await bridge.in_worker(lambda: ctx.record(
+                "identity_linked", actor_type="person", actor_id=linker, person=linker,
+                outcome="success" if linked else "denied"))
             connector = web.logins.connectors[provider_id]
             return web.renderer.page(request, "login.html", mode="linked" if linked else "link_taken",
                                      provider_name=connector.name_in(web.renderer.language(request)),

@@ -55,6 +55,11 @@ def test_linked_provider_signs_in_to_the_same_person(gateway: TestClient, shop: 
         state = query_of(started.headers["location"])["state"]
         page = browser.follow(f"/upstream/github/callback?code=gh-code&state={state}")
         assert page.status_code == 200 and ("Linked" in page.text or "已关联" in page.text)
+        from gateway.audit import AuditFilter
+
+        audit = gateway.app.state.gateway.provider.audit  # type: ignore[attr-defined]
+        (event,) = [i.event for i in audit.query.page(AuditFilter(action="identity_linked")).items]
+        assert event.outcome == "success" and event.actor_type == "person"
         # Later, in another browser, the person signs in with GitHub only.
         later = begin(gateway, shop, "github")
         github_sub = userinfo(gateway, consent_and_tokens(
