@@ -85,7 +85,10 @@ def build_audit_api(  # noqa: C901 - one small closure per endpoint
 
     async def staff(request: Request, permission: Literal["read", "export", "verify"]
                     ) -> StaffMember | JSONResponse:
-        member = await bridge.in_worker(access.member, request)
+        # A state-changing call must carry the bearer token itself: the console's cookie is
+        # accepted for reads only, so no other site can make a staff browser POST here.
+        cookie_only = request.method != "GET" and "authorization" not in request.headers
+        member = None if cookie_only else await bridge.in_worker(access.member, request)
         if member is None:
             return JSONResponse({"error": "invalid_token"}, status_code=401,
                                 headers={"WWW-Authenticate": 'Bearer realm="consent-gateway-audit"'})
