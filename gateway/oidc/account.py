@@ -51,7 +51,9 @@ class AccountService:
                             person=person_id, shop=client_id, fields=[g.field for g in withdrawn],
                             purposes=[g.purpose for g in withdrawn],
                             policy_version=shop.config.policy.version if shop else None)
-            self.ctx.tokens.revoke_person_shop(person_id, client_id)
+            if self.ctx.tokens.revoke_person_shop(person_id, client_id):
+                self.ctx.record("token_revoked", actor_type="person", actor_id=person_id,
+                                person=person_id, shop=client_id)
         return withdrawn
 
     def erase(self, person_id: str) -> None:

@@ -89,7 +89,7 @@ def test_withdrawal_export_and_erasure_are_recorded(client: TestClient, shop: Sh
     account.withdraw(person, shop.client_id, "account", "email")
     account.export(person)
     account.erase(person)
-    later = [e.action for e in events(client, person=person)][-3:]
-    assert later == ["consent_withdrawn", "profile_exported", "person_erased"]
+    later = [e.action for e in events(client, person=person)][-4:]
+    assert later == ["consent_withdrawn", "token_revoked", "profile_exported", "person_erased"]
     withdrawn = events(client, action="consent_withdrawn")[0]
     assert withdrawn.fields == ("email",) and withdrawn.purpose == "account"

@@ -21,6 +21,7 @@ import uvicorn
 import yaml
 
 from gateway.app import create_app
+from gateway.audit.staff import new_staff_token
 from gateway.config import Settings
 from gateway.demoshop import DEMO_SHOP_ID, create_demo_shop
 from gateway.oidc.clients import issue_client_secret
@@ -54,6 +55,7 @@ class DemoSite:
     gateway: str
     shop: str
     app: Any
+    staff_token: str
 
 
 @pytest.fixture
@@ -67,11 +69,13 @@ def demo_site(make_settings: Callable[..., Settings], store: Store, policies_dir
     (policies_dir / "shops" / "demo-shop.yaml").write_text(yaml.safe_dump(shop_file, allow_unicode=True),
                                                            encoding="utf-8")
     secret = issue_client_secret(keys_dir, DEMO_SHOP_ID)
-    app = create_app(make_settings(issuer=gateway_url), store=store)
+    staff_token, digest = new_staff_token()
+    app = create_app(make_settings(issuer=gateway_url, staff=[
+        {"id": "compliance-officer", "role": "admin", "token_sha256": digest}]), store=store)
     running = [serve(app, gateway_port),
                serve(create_demo_shop(issuer=gateway_url, base_url=shop_url, client_secret=secret),
                      shop_port)]
-    yield DemoSite(gateway_url, shop_url, app)
+    yield DemoSite(gateway_url, shop_url, app, staff_token)
     for server, thread in running:
         server.should_exit = True
         thread.join(timeout=10)

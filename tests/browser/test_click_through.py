@@ -1,6 +1,6 @@
 """The newcomer's click-through in a real browser, in both languages: shop → provider
 chooser → demo sign-in → consent → shop page with minimised data → consent centre →
-withdraw → the shop loses access."""
+withdraw → the shop loses access → the compliance console shows the events."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from tests.browser.conftest import DemoSite
 TEXTS = {
     "en": {"demo": "Demo sign-in", "person": "Sign in as 李雷 Li Lei", "allow": "Allow what I ticked",
            "withdraw_all": "Withdraw everything from this shop", "confirm": "Yes, do it",
-           "consent_heading": "wants to know about you"},
+           "consent_heading": "wants to know about you", "staff_token": "Staff token",
+           "staff_sign_in": "Sign in"},
     "zh-CN": {"demo": "演示登录", "person": "登录为 李雷 Li Lei", "allow": "同意所勾选的内容",
               "withdraw_all": "撤回对该商店的全部授权", "confirm": "确认",
-              "consent_heading": "请求获取您的信息"},
+              "consent_heading": "请求获取您的信息", "staff_token": "员工令牌", "staff_sign_in": "登录"},
 }
 
 
@@ -61,5 +62,21 @@ def test_click_through(demo_site: DemoSite, chromium: Any,
         page.goto(f"{demo_site.shop}/refresh")
         assert "The gateway refused: HTTP 401" in page.content()
         screenshot(page, language, "08-shop-lost-access")
+
+        page.goto(f"{demo_site.gateway}/account")
+        assert page.locator("text=/Demo Shop|演示商店/").count() >= 1  # in the access history
+        screenshot(page, language, "09-access-history")
+
+        page.set_viewport_size({"width": 1280, "height": 900})  # staff work at a desk
+        page.goto(f"{demo_site.gateway}/audit")
+        page.get_by_label(text["staff_token"]).fill(demo_site.staff_token)
+        page.get_by_role("button", name=text["staff_sign_in"]).click()
+        page.goto(f"{demo_site.gateway}/audit?shop=demo-shop")
+        table = page.locator("table").inner_text()
+        for action in ("consent_granted", "code_issued", "token_issued", "userinfo_read",
+                       "consent_withdrawn", "token_revoked"):
+            assert action in table, action
+        assert page.locator("svg").count() == 2
+        screenshot(page, language, "10-compliance-console")
     finally:
         context.close()
