@@ -80,15 +80,22 @@ def _b64(text: str, what: str) -> bytes:
         raise ProofError(f"{what} is not base64") from None
 
 
-def prove(log: AuditLog, index: int, signed: SignedCheckpoint) -> TlogProof:
-    """The proof that entry ``index`` is in the tree ``signed`` commits to."""
+def prove(log: AuditLog, index: int, signed: SignedCheckpoint, event: bytes | None = None) -> TlogProof:
+    """The proof that entry ``index`` is in the tree ``signed`` commits to.
+
+    ``event`` gives the canonical event of an archived entry (from its archive file): the
+    tree's hashes stay in Redis, so the path is computed all the same, and a wrong event
+    simply fails verification.
+    """
     size = signed.checkpoint.size
     if not 0 <= index < size:
         raise ProofError(f"the checkpoint at size {size} does not cover entry {index}")
-    entry = log.read_entries([index])[0]
-    if isinstance(entry, str):
-        raise AuditError(f"entry {index}: {entry}")
-    return TlogProof(index, tuple(log.inclusion_proof(index, size)), signed.note, entry.event)
+    if event is None:
+        entry = log.read_entries([index])[0]
+        if isinstance(entry, str):
+            raise AuditError(f"entry {index}: {entry}")
+        event = entry.event
+    return TlogProof(index, tuple(log.inclusion_proof(index, size)), signed.note, event)
 
 
 def prove_latest(checkpointer: Checkpointer, index: int) -> TlogProof:

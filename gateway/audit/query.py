@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
+from gateway.audit.boundary import archived_size
 from gateway.audit.errors import AuditIntegrityError
 from gateway.audit.events import AuditEvent, NonCanonicalEvent, decode_event, parse_timestamp
 
@@ -146,6 +147,7 @@ class AuditQuery:
         ``max_scan`` candidates (a page may be short; follow ``next_cursor``)."""
         size = self.log.size()
         lo, hi = self._hour_bounds(flt.since, flt.until, size)
+        lo = max(lo, archived_size(self.log))  # older events live in archive files
         position, items, scanned = max(cursor, lo), list[LoggedEvent](), 0
         step = limit  # read what the page needs, scaled by how many candidates matched so far
         while position <= hi and len(items) < limit and scanned < max_scan:
@@ -185,7 +187,8 @@ class AuditQuery:
         ``limit`` entries of the person's index, one read."""
         redis_client, keys = self.log.store.redis, self.log.store.keys
         found = cast(list[bytes], redis_client.lrange(keys.audit_index("person", person), -limit, -1))
-        indexes = sorted((int(i) for i in found), reverse=True)
+        boundary = archived_size(self.log)
+        indexes = sorted((int(i) for i in found if int(i) >= boundary), reverse=True)
         return self._load_matching(AuditFilter(person=person), indexes) if indexes else []
 
     def events(self, flt: AuditFilter, cursor: int = 0) -> Iterator[LoggedEvent]:

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+from gateway.audit.boundary import archived_size
 from gateway.audit.checkpoint import Checkpoint, verify_checkpoint
 from gateway.audit.checkpointer import stored_notes
 from gateway.audit.errors import AuditError, CheckpointError
@@ -176,6 +177,33 @@ def _stored_node_problem(log: AuditLog, nodes: list[tuple[Coord, bytes]], sealed
     return None
 
 
+def _resume_after_archive(log: AuditLog, scan: _Scan, archived: int, sealed: int) -> Problem | None:
+    """Walk the archived part through its stored leaf hashes (the records are in archive
+    files): every stored subtree must be the hash of its children and every checkpoint it
+    covers must match, so the tree below the boundary is as signed. Then the entry walk
+    resumes at the boundary."""
+    if archived > sealed:
+        return Problem(archived, "the archive boundary lies beyond the sealed tree")
+    for start in range(0, archived, BATCH):
+        stop = min(archived, start + BATCH)
+        for index, leaf in enumerate(log.tiles.read_level(0, start, stop), start):
+            if leaf is None:
+                return Problem(index, "the leaf hash of an archived entry is missing")
+            scan.nodes.extend(scan.builder.push(leaf))
+            scan.previous = leaf
+            checkpoint = scan.checkpoints.get(index + 1)
+            if checkpoint is not None:
+                if scan.builder.root() != checkpoint.root:
+                    return Problem(scan.signed_to, f"the stored tree below the archive boundary "
+                                                   f"differs from the checkpoint at size {index + 1}")
+                scan.signed_to = index + 1
+        problem = _stored_node_problem(log, scan.nodes, sealed)
+        scan.nodes.clear()
+        if problem:
+            return problem
+    return None
+
+
 def verify_log(log: AuditLog, verifiers: list[NoteVerifier] | None = None) -> VerifyReport:
     """Check the live log in Redis with the gateway's own keys (and any other trusted keys)."""
     trusted = verifiers if verifiers is not None else [log.keys.signer.verifier]
@@ -189,7 +217,12 @@ def verify_log(log: AuditLog, verifiers: list[NoteVerifier] | None = None) -> Ve
     if sealed > size:
         return scan.report(size, Problem(size, f"the tree was sealed to {sealed} entries but the log "
                                                f"holds {size}: entries from {size} on were removed"))
-    for start in range(0, size, BATCH):
+    archived = archived_size(log)
+    if archived:
+        problem = _resume_after_archive(log, scan, archived, min(size, sealed))
+        if problem:
+            return scan.report(size, problem)
+    for start in range(archived, size, BATCH):
         stop = min(size, start + BATCH)
         raws = cast(list[bytes | None], redis_client.hmget(keys.audit_entries(), list(range(start, stop))))
         leaves = log.tiles.read_level(0, start, min(stop, sealed)) if start < sealed else []

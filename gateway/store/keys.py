@@ -106,6 +106,9 @@ class KeySpace:
     def audit_tile(self, level: int, tile: int) -> str:
         return f"{self.prefix}{{audit}}:tile:{level}:{tile}"
 
+    def audit_archived(self) -> str:
+        return f"{self.prefix}{{audit}}:archived"
+
     def audit_sealed(self) -> str:
         return f"{self.prefix}{{audit}}:sealed"
 

@@ -192,3 +192,26 @@ def test_staff_token_prints_the_token_once_and_a_digest_for_settings() -> None:
     token = result.output.split(": ", 1)[1].splitlines()[0]
     assert f'token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"' in result.output
     assert 'role = "admin"' in result.output
+
+
+def test_audit_archive_moves_old_entries_to_a_file_that_verifies(env: Path, store: Store,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GATEWAY_AUDIT_ORIGIN", "gateway.test/audit")
+    service = _audit_with_events(env, store, 7)  # checkpoints every 2 events
+    service.checkpointer.checkpoint()
+    runner = CliRunner()
+    archive_file = env / "archive-1.jsonl"
+    result = runner.invoke(main, ["audit", "archive", "--before", "5", "--output", str(archive_file)])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("archived entries [0, 4)")
+    key = runner.invoke(main, ["audit", "key"]).output.strip()
+    offline = runner.invoke(main, ["audit", "verify", "--export", str(archive_file), "--key", key])
+    assert offline.exit_code == 0, offline.output
+    live = runner.invoke(main, ["audit", "verify"])
+    assert live.exit_code == 0 and live.output.startswith("ok: 7 events"), live.output
+    rest = env / "rest.jsonl"
+    assert runner.invoke(main, ["audit", "export", "--output", str(rest)]).exit_code == 0
+    assert runner.invoke(main, ["audit", "verify", "--export", str(rest), "--key", key]).exit_code == 0
+    both = runner.invoke(main, ["audit", "archive", "--before", "1", "--older-than-days", "1",
+                                "--output", str(env / "x")])
+    assert both.exit_code == 2
