@@ -88,5 +88,8 @@ class AccountService:
                 }
                 for c in self.consents(person_id)
             ],
+            # The person's own audit events (pseudonymous, field names only), newest first.
+            "history": [{"index": logged.index, **logged.event.model_dump(mode="json")}
+                        for logged in self.ctx.audit.query.latest_for_person(person_id, 10_000)],
         }
 

@@ -78,6 +78,8 @@ def test_download_my_data_contains_profile_and_consents(client: TestClient, shop
     assert consent["shop"]["client_id"] == shop.client_id
     assert {g["field"] for g in consent["grants"]} >= {"nickname", "phone"}
     assert consent["receipts"]
+    actions = [event["action"] for event in data["history"]]
+    assert {"sign_in", "consent_granted", "token_issued"} <= set(actions)
 
 
 def test_erase_needs_confirmation_then_ends_everything(client: TestClient, shop: ShopHandle) -> None:
