@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -49,7 +50,7 @@ def _levels(text: str) -> list[int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0] if __doc__ else None,
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help="validation preset: c=1,16, 3 s cells, 1 s warm-up, fewer accounting requests")
@@ -60,16 +61,24 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-requests", type=int, default=None, help="cap on requests per cell")
     p.add_argument("--targets", type=_list, default=["gateway", "peer"], help="gateway,peer (default both)")
     p.add_argument("--workers", type=int, default=1, help="gateway worker processes (default 1)")
-    p.add_argument("--peer-workers", type=int, default=None, help="oidc-provider processes (default: --workers)")
+    p.add_argument("--peer-workers", type=int, default=None,
+                   help="oidc-provider processes (default: --workers)")
     p.add_argument("--runner", choices=["auto", "serve", "uvicorn"], default="auto",
-                   help="`gateway serve` (1 process) or uvicorn via bench.gateway_app (auto: serve if possible)")
+                   help="`gateway serve` (1 process) or uvicorn via bench.gateway_app "
+                        "(auto: serve if possible)")
     p.add_argument("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     p.add_argument("--http", choices=["auto", "h11", "httptools"], default="auto")
-    p.add_argument("--code-pool", type=int, default=None, help="codes minted before a token cell (default 3000)")
+    p.add_argument("--gil-switch-interval", type=float, default=None, metavar="SECONDS",
+                   help="experiment: sys.setswitchinterval in each gateway worker (uvicorn runner)")
+    p.add_argument("--code-pool", type=int, default=None,
+                   help="at most this many codes minted before a token cell (default 20000; the pool is "
+                        "sized from the warm-up rate)")
     p.add_argument("--accounting-requests", type=int, default=None, help="sequential requests per flow (30)")
     p.add_argument("--no-accounting", action="store_true", help="skip the counting-proxy phase")
-    p.add_argument("--audit-seconds", type=float, default=None, help="audit append measurement (3 s; 0 = skip)")
-    p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS", help="mixed gateway load with RSS samples")
+    p.add_argument("--audit-seconds", type=float, default=None,
+                   help="audit append measurement (3 s; 0 = skip)")
+    p.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                   help="mixed gateway load with RSS samples")
     p.add_argument("--soak-concurrency", type=int, default=16)
     p.add_argument("--redis-url", default=None)
     p.add_argument("--gateway-log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -79,12 +88,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--note", default="", help="a line printed at the top of the report")
     p.add_argument("--keep-keys", action="store_true", help="leave this run's Redis keys for inspection")
     p.add_argument("--profile", metavar="FLOW", default=None, help="profile the gateway with py-spy on FLOW")
-    p.add_argument("--profile-seconds", type=float, default=15.0)
+    p.add_argument("--profile-seconds", type=float, default=20.0)
     p.add_argument("--profile-concurrency", type=int, default=16)
-    p.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
+    p.add_argument("--profile-rate", type=int, default=250, help="py-spy samples per second")
     p.add_argument("--profile-all-threads", action="store_true",
                    help="sample every thread (wall time: Redis and GIL waits too), not only the GIL holder")
-    p.add_argument("--cleanup", action="store_true", help="delete every cgperf:* key (interrupted runs) and exit")
+    p.add_argument("--cleanup", action="store_true",
+                   help="delete every cgperf:* key (interrupted runs) and exit; only while no other "
+                        "benchmark runs on this Redis")
     return p
 
 
@@ -95,8 +106,10 @@ def options_from(args: argparse.Namespace, redis_url: str) -> Options:
         raise SystemExit(f"unknown flows {unknown}; choose from {', '.join(FLOWS)}")
     runner = args.runner
     if runner == "auto":
-        runner = "serve" if args.workers == 1 and args.loop == "auto" and args.http == "auto" else "uvicorn"
-    if runner == "serve" and (args.workers != 1 or args.loop != "auto" or args.http != "auto"):
+        plain = args.loop == "auto" and args.http == "auto" and args.gil_switch_interval is None
+        runner = "serve" if args.workers == 1 and plain else "uvicorn"
+    if runner == "serve" and (args.workers != 1 or args.loop != "auto" or args.http != "auto"
+                              or args.gil_switch_interval is not None):
         raise SystemExit("--runner serve runs one process with uvicorn's defaults")
 
     def pick(value: Any, normal: Any, fast: Any) -> Any:
@@ -114,8 +127,9 @@ def options_from(args: argparse.Namespace, redis_url: str) -> Options:
         runner=runner,
         loop=args.loop,
         http=args.http,
+        switch_interval=args.gil_switch_interval,
         peer_workers=args.peer_workers or args.workers,
-        code_pool=pick(args.code_pool, 3000, 1500),
+        code_pool=pick(args.code_pool, 20000, 20000),
         accounting_requests=pick(args.accounting_requests, 30, 10),
         accounting=not args.no_accounting,
         audit_seconds=pick(args.audit_seconds, 3.0, 2.0),
@@ -153,8 +167,8 @@ def main(argv: list[str] | None = None) -> None:
     machine = describe(client)
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     workspace = create_workspace(redis_url, options.log_level)
-    print(f"run {workspace.run_id}: Redis {redis_url} under {workspace.key_prefix}, files in {workspace.root}",
-          flush=True)
+    print(f"run {workspace.run_id}: Redis {redis_url} under {workspace.key_prefix}, "
+          f"files in {workspace.root}", flush=True)
     failed = True
     began = time.monotonic()
     try:
@@ -163,16 +177,18 @@ def main(argv: list[str] | None = None) -> None:
 
             asyncio.run(_cancel_on_sigterm(profile_flow(
                 options, workspace, args.profile, seconds=args.profile_seconds,
-                concurrency=args.profile_concurrency, rate=args.profile_rate, gil=not args.profile_all_threads,
+                concurrency=args.profile_concurrency, rate=args.profile_rate,
+                gil=not args.profile_all_threads,
                 out_dir=args.out)))
         else:
-            results = asyncio.run(_cancel_on_sigterm(run_all(options, workspace, lambda m: print(m, flush=True))))
+            work = run_all(options, workspace, lambda message: print(message, flush=True))
+            results = asyncio.run(_cancel_on_sigterm(work))
             results["run"] = {
                 "started": started, "note": options.note, "duration_s": options.duration,
                 "warmup_s": options.warmup, "concurrency": options.concurrency, "flows": options.flows,
                 "workers": options.workers, "peer_workers": options.peer_workers, "runner": options.runner,
                 "redis_url": redis_url, "wall_s": round(time.monotonic() - began, 1),
-                "command": " ".join(["python -m bench", *(argv if argv is not None else sys.argv[1:])]),
+                "command": "python -m bench " + shlex.join(argv if argv is not None else sys.argv[1:]),
             }
             results["machine"] = machine
             md_path, json_path = report.write(results, args.out, args.name)

@@ -54,8 +54,9 @@ def package_of(frame: str) -> str:
 #: select, the audit checkpointer between polls. py-spy is meant to leave idle threads out, but
 #: it cannot always tell (it did not in this container), so they are set apart here.
 IDLE_LEAVES = frozenset({
-    ("Condition.wait", "threading.py"), ("Event.wait", "threading.py"), ("EpollSelector.select", "selectors.py"),
-    ("Thread.join", "threading.py"), ("Thread._wait_for_tstate_lock", "threading.py"),
+    ("Condition.wait", "threading.py"), ("Event.wait", "threading.py"),
+    ("EpollSelector.select", "selectors.py"), ("Thread.join", "threading.py"),
+    ("Thread._wait_for_tstate_lock", "threading.py"),
 })
 #: A worker thread blocked on a Redis reply (synchronous client): latency, not CPU.
 REDIS_WAIT_LEAVES = frozenset({("SocketBuffer._read_from_socket", "socket.py")})
@@ -135,8 +136,8 @@ def summarise(all_stacks: Counter[tuple[str, ...]]) -> ProfileSummary:
         for frame in set(stack):
             inclusive[frame] += count
     own = [(f, n) for f, n in inclusive.most_common() if "(gateway/" in f]
-    return ProfileSummary(total, self_time.most_common(), inclusive.most_common(), packages.most_common(), own,
-                          idle, redis_wait)
+    return ProfileSummary(total, self_time.most_common(), inclusive.most_common(), packages.most_common(),
+                          own, idle, redis_wait)
 
 
 # -- SVG ---------------------------------------------------------------------------------
@@ -190,7 +191,8 @@ def render_svg(all_stacks: Counter[tuple[str, ...]], title: str, width: int = 14
         label = html.escape(node.name)
         parts.append(
             f'<g><title>{label} — {node.value} samples, {share:.1f}%</title>'
-            f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 1}" rx="2" fill="{_colour(node.name)}"/>'
+            f'<rect x="{x:.1f}" y="{y}" width="{w:.1f}" height="{row - 1}" rx="2" '
+            f'fill="{_colour(node.name)}"/>'
         )
         characters = int(w / 7)
         if characters >= 4:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import re
 import secrets
 from dataclasses import dataclass
@@ -139,9 +140,9 @@ class Target:
         return response
 
     async def introspect(self, client: ClientCredentials, token: str) -> dict[str, Any]:
-        response = await self.http.post(
-            self.endpoint("introspection"), content=urlencode({"token": token, "token_type_hint": "access_token"}),
-            headers=FORM_HEADERS, auth=(client.client_id, client.secret))
+        form = urlencode({"token": token, "token_type_hint": "access_token"})
+        response = await self.http.post(self.endpoint("introspection"), content=form, headers=FORM_HEADERS,
+                                        auth=(client.client_id, client.secret))
         if response.status_code != 200:
             raise FlowError(f"{self.name} introspection: HTTP {response.status_code} {response.text[:120]}")
         body: dict[str, Any] = response.json()
@@ -182,9 +183,8 @@ def check_encrypted_userinfo(response: httpx.Response, private_jwk: dict[str, An
     """Decrypt one JWE userinfo response with the shop's key: the benchmark measures real work."""
     if not response.headers.get("content-type", "").startswith("application/jwt"):
         raise FlowError("encrypted userinfo: not application/jwt")
-    key = ECKey.import_key(private_jwk)  # type: ignore[arg-type]
+    key = ECKey.import_key(private_jwk)
     decrypted = jwe.decrypt_compact(response.content, key, algorithms=[JWE_ALG, JWE_ENC])
-    import json
 
     payload = decrypted.plaintext or b""
     if decrypted.headers().get("cty") == "JWT":  # nested: signed, then encrypted

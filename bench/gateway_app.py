@@ -16,6 +16,8 @@ sealed secrets of a fresh keys directory on first start.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from fastapi import FastAPI
 
@@ -23,9 +25,16 @@ from gateway.app import create_app
 from gateway.config import load_settings
 from gateway.telemetry import configure_logging
 
+#: An experiment knob, not a gateway setting: the interpreter's GIL switch interval (seconds) in
+#: each worker, to test how much the thread-pool bridge loses to GIL hand-offs (default 0.005).
+SWITCH_INTERVAL_VARIABLE = "BENCH_GIL_SWITCH_INTERVAL"
+
 
 def create() -> FastAPI:
     """uvicorn's application factory: settings from the environment, as ``gateway serve``."""
+    interval = os.environ.get(SWITCH_INTERVAL_VARIABLE)
+    if interval:
+        sys.setswitchinterval(float(interval))
     settings = load_settings()
     configure_logging(settings.log_level)
     return create_app(settings)
@@ -42,8 +51,7 @@ def serve(host: str, port: int, workers: int, loop: str, http: str) -> None:
 
     # The options of gateway.cli._serve, plus the worker count.
     uvicorn.run("bench.gateway_app:create", factory=True, host=host, port=port, workers=workers,
-                log_config=None, proxy_headers=True, server_header=False, loop=loop,  # type: ignore[arg-type]
-                http=http)  # type: ignore[arg-type]
+                log_config=None, proxy_headers=True, server_header=False, loop=loop, http=http)
 
 
 def main() -> None:

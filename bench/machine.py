@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped, unused-ignore]  # stubs: types-psutil
 import redis
 
 from bench.servers import node_version, peer_version

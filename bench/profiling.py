@@ -18,11 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.browser import new_http_client
 from bench.flamegraph import parse_collapsed, render_svg, summarise
 from bench.loadgen import drive
-from bench.run import FLOWS, Options, Ports, build_operation, consumes_input, make_sides, prepare_side, running_servers
+from bench.run import FLOWS, Options, Ports, make_sides, prepare_side, running_servers, warmed_operation
 from bench.servers import free_port
-from bench.browser import new_http_client
 from bench.workspace import REPO, Workspace
 
 
@@ -46,11 +46,11 @@ async def profile_flow(options: Options, workspace: Workspace, flow: str, *, sec
         async with running_servers(options, workspace, Ports(free_port(), free_port())) as servers:
             side = make_sides(workspace, servers, http)[0]
             await prepare_side(side)
-            operation = await build_operation(side, flow, concurrency, options.code_pool)
-            warm_cap = max(concurrency, options.code_pool // 20) if consumes_input(flow) else None
-            await drive(operation, concurrency, 2.0, warm_cap)
-            command = [py_spy(), "record", "--pid", str(side.server.process.pid), "--duration", str(int(seconds)),
-                       "--rate", str(rate), "--format", "raw", "--full-filenames", "-o", str(collapsed)]
+            options.warmup = max(options.warmup, 2.0)
+            operation = await warmed_operation(options, side, flow, concurrency, seconds + 1.0)
+            command = [py_spy(), "record", "--pid", str(side.server.process.pid),
+                       "--duration", str(int(seconds)), "--rate", str(rate), "--format", "raw",
+                       "--full-filenames", "-o", str(collapsed)]
             if options.workers > 1 or options.runner != "serve":
                 command.append("--subprocesses")
             if gil:

@@ -27,7 +27,6 @@ from typing import Any
 
 import redis
 
-
 Command = tuple[str, str]  # (name, first argument: usually the key)
 
 
@@ -217,12 +216,13 @@ def memory_usage(client: redis.Redis, keys: list[str]) -> dict[str, int]:
     """``MEMORY USAGE key SAMPLES 0`` (every element counted) of each existing key."""
     pipe = client.pipeline(transaction=False)
     for key in keys:
-        pipe.execute_command("MEMORY", "USAGE", key, "SAMPLES", "0")
+        pipe.memory_usage(key, samples=0)
     return {key: int(size) for key, size in zip(keys, pipe.execute(), strict=True) if size is not None}
 
 
 def scan_keys(client: redis.Redis, pattern: str) -> list[str]:
-    return [k.decode() if isinstance(k, bytes) else str(k) for k in client.scan_iter(match=pattern, count=1000)]
+    return [k.decode() if isinstance(k, bytes) else str(k)
+            for k in client.scan_iter(match=pattern, count=1000)]
 
 
 def escape_pattern(text: str) -> str:

@@ -28,7 +28,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
+import psutil  # type: ignore[import-untyped, unused-ignore]  # stubs: types-psutil
 import redis
 
 from bench.audit_rate import measure_audit
@@ -42,13 +42,13 @@ from bench.redis_meter import (
     delta,
     memory_usage,
     redis_cpu_seconds,
-    scan_keys,
 )
 from bench.servers import Server, free_port, prepare_gateway, start_gateway, start_peer, with_host_port
 from bench.workspace import PEOPLE, ClientCredentials, Workspace
 
 FLOWS: dict[str, str] = {
-    "login": "full sign-in, consent already given (authorize → upstream → callback → code → token → userinfo)",
+    "login": "full sign-in, consent already given "
+             "(authorize → upstream → callback → code → token → userinfo)",
     "token": "authorization code exchange at the token endpoint",
     "refresh": "refresh with rotation",
     "userinfo": "userinfo, plain JSON",
@@ -74,8 +74,9 @@ class Options:
     runner: str = "serve"
     loop: str = "auto"
     http: str = "auto"
+    switch_interval: float | None = None
     peer_workers: int = 1
-    code_pool: int = 3000
+    code_pool: int = 20000  # most codes minted for one token cell (sized from the warm-up rate)
     accounting_requests: int = 30
     accounting: bool = True
     audit_seconds: float = 3.0
@@ -164,67 +165,88 @@ async def ensure_access_tokens(side: Side, flow: str) -> list[str]:
     return side.access_tokens
 
 
+async def _login(side: Side, concurrency: int, pool: int, observer: StepObserver | None) -> Operation:
+    target, client, counter = side.target, side.client, itertools.count()
+
+    async def login(_: int) -> None:
+        person = PEOPLE[next(counter) % len(PEOPLE)]
+        code = await target.sign_in(target.browser(observer), client, person)
+        tokens = await target.exchange(client, code)
+        if observer is not None:
+            observer("POST", "/token")
+        await target.userinfo(tokens.access)
+        if observer is not None:
+            observer("GET", "/userinfo")
+    return login
+
+
+async def _token(side: Side, concurrency: int, pool: int, observer: StepObserver | None) -> Operation:
+    codes = await mint_codes(side, side.client, pool)
+
+    async def token(_: int) -> None:
+        try:
+            code = codes.popleft()
+        except IndexError:
+            raise PoolExhausted from None
+        await side.target.exchange(side.client, code)
+    return token
+
+
+async def _refresh(side: Side, concurrency: int, pool: int, observer: StepObserver | None) -> Operation:
+    issued = await mint_tokens(side, side.client, max(concurrency, 32))
+    chains = deque(t.refresh for t in issued if t.refresh)
+    if len(chains) < concurrency:
+        raise FlowError(f"{side.name}: the token endpoint issued no refresh tokens")
+
+    async def refresh(_: int) -> None:
+        tokens = await side.target.refresh(side.client, chains.popleft())  # rotation: a new one each time
+        if tokens.refresh is None:
+            raise FlowError(f"{side.name}: refresh without a new refresh token (no rotation)")
+        chains.append(tokens.refresh)
+    return refresh
+
+
+async def _userinfo(side: Side, concurrency: int, pool: int, observer: StepObserver | None) -> Operation:
+    access, counter = await ensure_access_tokens(side, "userinfo"), itertools.count()
+
+    async def userinfo(_: int) -> None:
+        await side.target.userinfo(access[next(counter) % len(access)])
+    return userinfo
+
+
+async def _userinfo_jwe(side: Side, concurrency: int, pool: int, observer: StepObserver | None) -> Operation:
+    access, counter = await ensure_access_tokens(side, "userinfo_jwe"), itertools.count()
+    checked = [False]
+
+    async def userinfo_jwe(_: int) -> None:
+        response = await side.target.userinfo(access[next(counter) % len(access)])
+        if not checked[0]:  # decrypt one answer per cell, outside the hot loop
+            checked[0] = True
+            check_encrypted_userinfo(response, side.jwe_private_key)
+    return userinfo_jwe
+
+
+async def _introspect(side: Side, concurrency: int, pool: int, observer: StepObserver | None) -> Operation:
+    access, counter = await ensure_access_tokens(side, "userinfo"), itertools.count()
+
+    async def introspect(_: int) -> None:
+        await side.target.introspect(side.client, access[next(counter) % len(access)])
+    return introspect
+
+
+_BUILDERS = {"login": _login, "token": _token, "refresh": _refresh, "userinfo": _userinfo,
+             "userinfo_jwe": _userinfo_jwe, "introspect": _introspect}
+
+
 async def build_operation(side: Side, flow: str, concurrency: int, pool: int,
                           observer: StepObserver | None = None) -> Operation:
-    """The request one virtual client repeats in a cell of ``flow``, with its inputs ready."""
-    target, client = side.target, side.client
-    counter = itertools.count()
-
-    if flow == "login":
-        async def login(_: int) -> None:
-            person = PEOPLE[next(counter) % len(PEOPLE)]
-            code = await target.sign_in(target.browser(observer), client, person)
-            tokens = await target.exchange(client, code)
-            if observer is not None:
-                observer("POST", "/token")
-            await target.userinfo(tokens.access)
-            if observer is not None:
-                observer("GET", "/userinfo")
-        return login
-
-    if flow == "token":
-        codes = await mint_codes(side, client, pool)
-
-        async def token(_: int) -> None:
-            try:
-                code = codes.popleft()
-            except IndexError:
-                raise PoolExhausted from None
-            await target.exchange(client, code)
-        return token
-
-    if flow == "refresh":
-        chains = deque(t.refresh for t in await mint_tokens(side, client, max(concurrency, 32)) if t.refresh)
-        if len(chains) < concurrency:
-            raise FlowError(f"{side.name}: the token endpoint issued no refresh tokens")
-
-        async def refresh(_: int) -> None:
-            tokens = await target.refresh(client, chains.popleft())  # rotation: a new one each time
-            if tokens.refresh is None:
-                raise FlowError(f"{side.name}: refresh without a new refresh token (no rotation)")
-            chains.append(tokens.refresh)
-        return refresh
-
-    if flow in ("userinfo", "userinfo_jwe"):
-        access = await ensure_access_tokens(side, flow if side.key == "gateway" else "userinfo")
-        encrypted = flow == "userinfo_jwe" and side.key == "gateway"
-        checked = [False]
-
-        async def userinfo(_: int) -> None:
-            response = await target.userinfo(access[next(counter) % len(access)])
-            if encrypted and not checked[0]:  # decrypt one answer per cell, outside the hot loop
-                checked[0] = True
-                check_encrypted_userinfo(response, side.jwe_private_key)
-        return userinfo
-
-    if flow == "introspect":
-        access = await ensure_access_tokens(side, "userinfo")
-
-        async def introspect(_: int) -> None:
-            await target.introspect(client, access[next(counter) % len(access)])
-        return introspect
-
-    raise ValueError(f"unknown flow {flow!r}")
+    """The request one virtual client repeats in a cell of ``flow``, with its inputs ready
+    (``pool``: how many codes to mint for the token flow; ``observer``: per-step accounting)."""
+    if flow not in _BUILDERS:
+        raise ValueError(f"unknown flow {flow!r}")
+    if flow == "userinfo_jwe" and side.key != "gateway":
+        flow = "userinfo"
+    return await _BUILDERS[flow](side, concurrency, pool, observer)
 
 
 def consumes_input(flow: str) -> bool:
@@ -241,7 +263,8 @@ class Ports:
 
 
 @asynccontextmanager
-async def running_servers(options: Options, workspace: Workspace, ports: Ports, *, redis_url: str | None = None,
+async def running_servers(options: Options, workspace: Workspace, ports: Ports, *,
+                          redis_url: str | None = None,
                           accounting: bool = False) -> AsyncIterator[dict[str, Server]]:
     """Start the selected servers (one process each in accounting), stop them afterwards."""
     servers: dict[str, Server] = {}
@@ -254,11 +277,12 @@ async def running_servers(options: Options, workspace: Workspace, ports: Ports, 
             else:
                 servers["gateway"] = await start_gateway(workspace, ports.gateway, workers=options.workers,
                                                    runner=options.runner, loop=options.loop,
-                                                   http=options.http, redis_url=redis_url)
+                                                   http=options.http, redis_url=redis_url,
+                                                   switch_interval=options.switch_interval)
         if "peer" in options.targets:
-            servers["peer"] = await start_peer(workspace, ports.peer, workers=1 if accounting else options.peer_workers,
-                                         redis_url=redis_url,
-                                         label="oidc-provider-accounting" if accounting else "oidc-provider")
+            servers["peer"] = await start_peer(
+                workspace, ports.peer, workers=1 if accounting else options.peer_workers, redis_url=redis_url,
+                label="oidc-provider-accounting" if accounting else "oidc-provider")
         yield servers
     finally:
         for server in servers.values():
@@ -305,8 +329,8 @@ async def accounting_phase(options: Options, workspace: Workspace, ports: Ports)
     proxy = CountingProxy(*parts)
     await proxy.start()
     proxied = with_host_port(options.redis_url, "127.0.0.1", proxy.port)
-    result: dict[str, Any] = {"requests_per_flow": options.accounting_requests, "flows": {}, "login_steps": {},
-                              "memory_per_person": {}}
+    result: dict[str, Any] = {"requests_per_flow": options.accounting_requests, "flows": {},
+                              "login_steps": {}, "memory_per_person": {}}
     direct = redis.Redis.from_url(options.redis_url)
     http = new_http_client(64)
     try:
@@ -316,9 +340,9 @@ async def accounting_phase(options: Options, workspace: Workspace, ports: Ports)
                 await prepare_side(side)
                 result["memory_per_person"][side.key] = await person_memory(side, workspace, direct)
             learned = await proxy.learn_background(3.0)
-            result["background"] = sorted(" | ".join(f"{name} {key.removeprefix(workspace.key_prefix)}".strip()
-                                                     for name, key in rt)
-                                          for rt in learned)
+            result["background"] = sorted(
+                " | ".join(f"{name} {key.removeprefix(workspace.key_prefix)}".strip() for name, key in rt)
+                for rt in learned)
             for flow in options.flows:
                 for side in sides:
                     if not applies(flow, side):
@@ -406,10 +430,11 @@ def _gateway_person_keys(direct: redis.Redis, prefix: str, client_id: str, token
     person, family = record["person_id"], record["family"]
     links = [m.decode() for m in direct.smembers(keys.person_links(person))]  # type: ignore[union-attr]
     return {
-        "profile": [keys.person_profile(person), keys.vault_data_key(person), keys.person_links(person), *links],
+        "profile": [keys.person_profile(person), keys.vault_data_key(person), keys.person_links(person),
+                    *links],
         "consent": [keys.person_consent(person, client_id), keys.person_shop_families(person, client_id)],
-        "tokens": [keys.access_token(_digest(tokens.access)), keys.refresh_token(_digest(tokens.refresh or "")),
-                   keys.token_family(family)],
+        "tokens": [keys.access_token(_digest(tokens.access)),
+                   keys.refresh_token(_digest(tokens.refresh or "")), keys.token_family(family)],
         "session": [keys.login_session(_digest(session))] if session else [],
     }
 
@@ -451,12 +476,32 @@ def _audit_size(direct: redis.Redis, prefix: str) -> int:
     return int(value) if isinstance(value, bytes | str) else 0
 
 
+async def warmed_operation(options: Options, side: Side, flow: str, concurrency: int,
+                           seconds: float) -> Operation:
+    """The cell's operation after its warm-up, with enough codes for ``seconds`` of load.
+
+    Codes are used up, so a token cell first warms up on a small pool; the rate it reached
+    sizes the pool minted for the measured part (1.5 * rate * seconds, at most ``code_pool``).
+    """
+    if not consumes_input(flow):
+        operation = await build_operation(side, flow, concurrency, 0)
+        if options.warmup > 0:
+            await drive(operation, concurrency, options.warmup)
+        return operation
+    warm = await build_operation(side, flow, concurrency, max(4 * concurrency, 200))
+    rate = 100.0
+    if options.warmup > 0:
+        warmed = await drive(warm, concurrency, options.warmup)
+        rate = warmed.ok / max(warmed.elapsed, 1e-3)
+    needed = math.ceil(rate * seconds * 1.5) + 4 * concurrency
+    if options.max_requests is not None:
+        needed = min(needed, options.max_requests + concurrency)
+    return await build_operation(side, flow, concurrency, min(needed, options.code_pool))
+
+
 async def timed_cell(options: Options, side: Side, flow: str, concurrency: int, workspace: Workspace,
                      direct: redis.Redis) -> dict[str, Any]:
-    operation = await build_operation(side, flow, concurrency, options.code_pool)
-    if options.warmup > 0:
-        warm_cap = max(concurrency, options.code_pool // 10) if consumes_input(flow) else None
-        await drive(operation, concurrency, options.warmup, warm_cap)
+    operation = await warmed_operation(options, side, flow, concurrency, options.duration)
     server_cpu, loadgen_cpu, redis_cpu = side.server.cpu_seconds(), _loadgen_cpu(), redis_cpu_seconds(direct)
     stats_before = commandstats(direct)
     audit_before = _audit_size(direct, workspace.gateway_prefix) if side.key == "gateway" else 0
@@ -472,8 +517,8 @@ async def timed_cell(options: Options, side: Side, flow: str, concurrency: int, 
     cell["redis_commandstats_per_request"] = round(sum(stats.values()) / n, 2)
     cell["redis_commandstats_top"] = {k: round(v / n, 2) for k, v in stats.most_common(8)}
     if side.key == "gateway":
-        cell["audit_events_per_request"] = round((_audit_size(direct, workspace.gateway_prefix) - audit_before) / n,
-                                                 2)
+        appended = _audit_size(direct, workspace.gateway_prefix) - audit_before
+        cell["audit_events_per_request"] = round(appended / n, 2)
     return cell
 
 
@@ -521,7 +566,8 @@ async def timed_phase(options: Options, workspace: Workspace, ports: Ports) -> d
 
 async def soak(options: Options, side: Side) -> dict[str, Any]:
     """A longer mixed load (sign-ins, refresh, userinfo, introspection) with RSS samples."""
-    print(f"  soak: {options.soak:.0f} s at concurrency {options.soak_concurrency} on the gateway", flush=True)
+    print(f"  soak: {options.soak:.0f} s at concurrency {options.soak_concurrency} on the gateway",
+          flush=True)
     operations = [await build_operation(side, flow, options.soak_concurrency, 0)
                   for flow in ("userinfo", "introspect", "refresh", "userinfo", "introspect", "refresh")]
     operations.append(await build_operation(side, "login", options.soak_concurrency, 0))
@@ -533,10 +579,13 @@ async def soak(options: Options, side: Side) -> dict[str, Any]:
     rss_samples: list[dict[str, Any]] = []
     began = time.monotonic()
 
+    def rss_sample() -> dict[str, Any]:
+        sizes = {str(pid): round(rss / 2**20, 1) for pid, rss in side.server.rss().items()}
+        return {"t_s": round(time.monotonic() - began, 1), "rss_mib": sizes}
+
     async def sample() -> None:
         while True:
-            rss_samples.append({"t_s": round(time.monotonic() - began, 1),
-                                "rss_mib": {str(pid): round(rss / 2**20, 1) for pid, rss in side.server.rss().items()}})
+            rss_samples.append(rss_sample())
             await asyncio.sleep(min(10.0, max(1.0, options.soak / 20)))
 
     sampler = asyncio.ensure_future(sample())
@@ -544,8 +593,7 @@ async def soak(options: Options, side: Side) -> dict[str, Any]:
         samples = await drive(mixed, options.soak_concurrency, options.soak)
     finally:
         sampler.cancel()
-    rss_samples.append({"t_s": round(time.monotonic() - began, 1),
-                        "rss_mib": {str(pid): round(rss / 2**20, 1) for pid, rss in side.server.rss().items()}})
+    rss_samples.append(rss_sample())
     return {"seconds": options.soak, "concurrency": options.soak_concurrency, **samples.summary(),
             "rss_samples": rss_samples}
 
@@ -565,9 +613,3 @@ async def run_all(options: Options, workspace: Workspace, progress: Callable[[st
         progress("phase 3: audit appends (servers stopped)")
         results["audit"] = measure_audit(options.redis_url, workspace.audit_prefix, options.audit_seconds)
     return results
-
-
-def key_count(direct: redis.Redis, prefix: str) -> int:
-    from bench.redis_meter import escape_pattern
-
-    return len(scan_keys(direct, f"{escape_pattern(prefix)}*"))

@@ -21,7 +21,7 @@ from typing import IO
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx2 as httpx
-import psutil
+import psutil  # type: ignore[import-untyped, unused-ignore]  # stubs: types-psutil
 
 from bench.workspace import REPO, Workspace, gateway_command
 
@@ -155,7 +155,7 @@ async def _wait_ready(server: Server, path: str) -> None:
 
 def prepare_gateway(workspace: Workspace, issuer: str) -> None:
     """Create the signing keys and secrets once, before any worker starts (see gateway_app)."""
-    result = subprocess.run(  # noqa: S603 - our own module with fixed arguments
+    result = subprocess.run(
         [sys.executable, "-m", "bench.gateway_app", "prepare"], env=workspace.gateway_env(issuer),
         cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
     )
@@ -165,12 +165,14 @@ def prepare_gateway(workspace: Workspace, issuer: str) -> None:
 
 async def start_gateway(workspace: Workspace, port: int, *, workers: int = 1, runner: str = "serve",
                   loop: str = "auto", http: str = "auto", redis_url: str | None = None,
-                  label: str = "gateway") -> Server:
+                  switch_interval: float | None = None, label: str = "gateway") -> Server:
     """``gateway serve`` (one process) or uvicorn with ``workers`` processes (bench.gateway_app)."""
     issuer = f"http://127.0.0.1:{port}"
     env = workspace.gateway_env(issuer, redis_url)
+    if switch_interval is not None:
+        env["BENCH_GIL_SWITCH_INTERVAL"] = str(switch_interval)
     if runner == "serve":
-        if workers != 1 or loop != "auto" or http != "auto":
+        if workers != 1 or loop != "auto" or http != "auto" or switch_interval is not None:
             raise ValueError("`gateway serve` runs one process with uvicorn's defaults; use runner uvicorn")
         command = [*gateway_command(), "serve", "--host", "127.0.0.1", "--port", str(port)]
         description = "`gateway serve` (1 process)"
@@ -178,6 +180,8 @@ async def start_gateway(workspace: Workspace, port: int, *, workers: int = 1, ru
         command = [sys.executable, "-m", "bench.gateway_app", "serve", "--port", str(port),
                    "--workers", str(workers), "--loop", loop, "--http", http]
         description = f"uvicorn bench.gateway_app:create, {workers} worker(s), loop={loop}, http={http}"
+        if switch_interval is not None:
+            description += f", GIL switch interval {switch_interval} s"
     log_path = workspace.logs_dir / f"{label}.log"
     return await _spawn(label, command, env, REPO, log_path, issuer, "/healthz", description)
 

@@ -231,8 +231,12 @@ def create_workspace(redis_url: str, log_level: str = "INFO") -> Workspace:
 
         _run_gateway_cli(workspace, "keys", "init")
         _run_gateway_cli(workspace, "policy", "check")
-        workspace.shop = ClientCredentials(BENCH_SHOP, _run_gateway_cli(workspace, "shops", "secret", BENCH_SHOP))
-        workspace.jwe_shop = ClientCredentials(JWE_SHOP, _run_gateway_cli(workspace, "shops", "secret", JWE_SHOP))
+        for client_id in (BENCH_SHOP, JWE_SHOP):
+            secret = _run_gateway_cli(workspace, "shops", "secret", client_id)
+            if client_id == BENCH_SHOP:
+                workspace.shop = ClientCredentials(client_id, secret)
+            else:
+                workspace.jwe_shop = ClientCredentials(client_id, secret)
         workspace.peer_client = ClientCredentials(PEER_CLIENT, secrets.token_urlsafe(32))
         _write_peer_config(workspace)
     except BaseException:

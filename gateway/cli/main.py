@@ -56,13 +56,44 @@ def _serve(settings: Settings, host: str, port: int, extra: list[Any] | None = N
     asyncio.run(run_all())
 
 
+def _serve_workers(settings: Settings, host: str, port: int, workers: int) -> None:
+    """Several worker processes (uvicorn's process manager). The parent prepares what must
+    exist once — keys, sealed secrets, the embedded Redis — then the workers share it."""
+    import os
+
+    import uvicorn
+
+    from gateway.app import build_gateway
+    from gateway.telemetry import configure_logging
+
+    configure_logging(settings.log_level)
+    gateway = build_gateway(settings)  # creates keys and secrets before workers race for them
+    if settings.uses_embedded_redis:
+        # The parent owns the embedded server; workers connect to its socket.
+        os.environ["GATEWAY_REDIS_URL"] = gateway.store.url
+    else:
+        gateway.store.close()
+    try:
+        uvicorn.run("gateway.asgi:create", factory=True, host=host, port=port, workers=workers,
+                    log_config=None, proxy_headers=True, server_header=False)
+    finally:
+        if settings.uses_embedded_redis:
+            gateway.store.close()
+
+
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Worker processes (docs/performance.md: 2 on a 2-core machine).")
 @one_line_errors
-def serve(host: str, port: int) -> None:
+def serve(host: str, port: int, workers: int) -> None:
     """Run the gateway with the configured settings."""
-    _serve(load_settings(), host, port)
+    settings = load_settings()
+    if workers > 1:
+        _serve_workers(settings, host, port, workers)
+    else:
+        _serve(settings, host, port)
 
 
 @main.command()
