@@ -8,13 +8,13 @@ never logged (it may hold codes and state).
 from __future__ import annotations
 
 import contextvars
-import json
 import logging
 import secrets
 import sys
 import time
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -55,7 +55,7 @@ class JsonFormatter(logging.Formatter):
                 code = trace.tb_frame.f_code
                 filename = code.co_filename.rsplit("/", 1)[-1]
                 entry["at"] = f"{filename}:{trace.tb_lineno} in {code.co_name}"
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return orjson.dumps(entry, default=str).decode()
 
 
 # Libraries that log credentials at DEBUG (authlib logs every issued token dict) are held at
@@ -96,6 +96,10 @@ class TelemetryMiddleware:
         self.app = app
         self.metrics = metrics
         self.log = logging.getLogger("gateway.access")
+        # Label children looked up once per (method, route, status): labels() takes a lock
+        # and builds a key on every call, which shows in the request profile.
+        self._counters: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,8 +128,15 @@ class TelemetryMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             elapsed = time.perf_counter() - started
-            self.metrics.requests.labels(scope["method"], path, str(status)).inc()
-            self.metrics.latency.labels(path).observe(elapsed)
+            key = (scope["method"], path, status)
+            counter = self._counters.get(key)
+            if counter is None:
+                counter = self._counters[key] = self.metrics.requests.labels(key[0], path, str(status))
+            timer = self._timers.get(path)
+            if timer is None:
+                timer = self._timers[path] = self.metrics.latency.labels(path)
+            counter.inc()
+            timer.observe(elapsed)
             self.log.info("request", extra={"method": scope["method"], "route": path,
                                             "status": status, "ms": round(elapsed * 1000, 2),
                                             "request_id": request_id})

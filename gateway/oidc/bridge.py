@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
+import orjson
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -87,7 +88,7 @@ def to_response(result: tuple[int, Any, list[tuple[str, str]]] | None) -> Respon
         return Response(status_code=204)
     status, body, headers = result
     if isinstance(body, dict):
-        body = json.dumps(body, separators=(",", ":"))
+        body = orjson.dumps(body)
     return Response(content=body, status_code=status, headers=dict(headers))
 
 

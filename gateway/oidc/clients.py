@@ -34,6 +34,7 @@ AuthMethod = Literal["none", "client_secret_basic", "client_secret_post", "priva
 SUPPORTED_SCOPES = ("openid", "profile", "email", "phone", "address")
 CLIENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
 JWKS_URI_CACHE_SECONDS = 300
+SECRET_RECHECK_SECONDS = 1.0
 
 
 def _check_redirect_uri(uri: str) -> str:
@@ -164,6 +165,7 @@ class Shop:
         )
         self._secret_file = keys_dir / "shops" / f"{config.client_id}.sha256"
         self._jwks_cache: tuple[float, dict[str, Any]] | None = None
+        self._digest_cache: tuple[float, str | None] | None = None
         self.client_metadata: dict[str, Any] = {
             "post_logout_redirect_uris": list(config.post_logout_redirect_uris),
         }
@@ -186,12 +188,22 @@ class Shop:
     def check_redirect_uri(self, redirect_uri: str) -> bool:
         return redirect_uri in self.config.redirect_uris
 
-    def check_client_secret(self, client_secret: str) -> bool:
+    def _stored_digest(self) -> str | None:
+        """The secret's digest, re-read at most once a second (a new secret from
+        ``gateway shops secret`` takes effect within a second, without a file read per request)."""
+        now = time.monotonic()
+        if self._digest_cache is not None and now - self._digest_cache[0] < SECRET_RECHECK_SECONDS:
+            return self._digest_cache[1]
         try:
-            stored = self._secret_file.read_text().strip()
+            stored: str | None = self._secret_file.read_text().strip()
         except OSError:
-            return False  # no secret issued yet: nothing can match
-        return hmac.compare_digest(stored, secret_digest(client_secret))
+            stored = None  # no secret issued yet: nothing can match
+        self._digest_cache = (now, stored)
+        return stored
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        stored = self._stored_digest()
+        return stored is not None and hmac.compare_digest(stored, secret_digest(client_secret))
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if method != self.config.token_endpoint_auth_method:
