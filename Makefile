@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint typecheck check clean
+.PHONY: demo test lint typecheck check bench clean
 
 $(BIN)/gateway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ demo: $(BIN)/gateway
 test: $(BIN)/gateway
 	scripts/ensure-system-packages
 	$(BIN)/python -m pytest
+
+# The benchmark against node oidc-provider (docs/performance.md); BENCH_ARGS=--quick for a short run.
+bench: $(BIN)/gateway
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(BIN)/gateway
 	$(BIN)/ruff check gateway tests
