@@ -19,6 +19,8 @@ from gateway.oidc.sessions import BROWSER_COOKIE, SESSION_COOKIE
 from gateway.oidc.tokens import new_secret
 from gateway.oidc.userinfo import userinfo_response
 
+HOT_PATHS = {"/userinfo": 0, "/token": 1, "/introspect": 2, "/revoke": 3, "/authorize": 4,
+             "/jwks": 5}
 COOKIE_OPTIONS: dict[str, Any] = {"secure": True, "httponly": True, "samesite": "lax", "path": "/"}
 
 
@@ -139,4 +141,7 @@ def build_router(  # noqa: C901 - one small closure per endpoint
         )
         return bridge.to_response(result)
 
+    # Routing tries routes in order; the endpoints shops call on every request go first
+    # (measured in docs/performance.md: route matching showed in the userinfo profile).
+    router.routes.sort(key=lambda route: HOT_PATHS.get(getattr(route, "path", ""), len(HOT_PATHS)))
     return router
