@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import secrets
-import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import httpx2
@@ -21,12 +19,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.store import Store
 from tests.conftest import Browser, ShopHandle, checkboxes
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.live import free_port, serve_in_thread, stop
 
 
 @pytest.fixture
@@ -37,22 +30,12 @@ def start_gateway(make_settings: Callable[..., Settings], store: Store) -> Itera
     def start() -> str:
         port = free_port()
         issuer = f"http://127.0.0.1:{port}"
-        app = create_app(make_settings(issuer=issuer), store=store)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        running.append((server, thread))
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.02)
+        running.append(serve_in_thread(create_app(make_settings(issuer=issuer), store=store), port))
         return issuer
 
     yield start
     for server, thread in running:
-        server.should_exit = True
-        thread.join(timeout=10)
+        stop(server, thread)
 
 
 def test_full_flow_with_authlib_client(start_gateway: Callable[[], str],

@@ -54,16 +54,23 @@ PROVIDER_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{1,31}$"
 _KEY_FILE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$"
 
 
-def _provider_url(value: str) -> str:
-    """An upstream endpoint: absolute https (http only on loopback, for tests), no fragment."""
+def check_https_url(value: str, what: str = "") -> str:
+    """An absolute https URL (plain http only on loopback, RFC 8252 §8.3) without a fragment:
+    the rule for redirect URIs (RFC 9700 §2.1, RFC 6749 §3.1.2) and upstream endpoints."""
+    name = f"{what} {value!r}" if what else repr(value)
     parts = urlsplit(value)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"{value!r} must be an absolute https URL")
+        raise ValueError(f"{name} must be an absolute https URL")
     if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ValueError(f"{value!r} must use https (plain http is accepted only on loopback)")
+        raise ValueError(f"{name} must use https (plain http is accepted only on loopback)")
     if parts.fragment:
-        raise ValueError(f"{value!r} must not have a fragment")
+        raise ValueError(f"{name} must not have a fragment")
     return value
+
+
+def _provider_url(value: str) -> str:
+    """An upstream endpoint."""
+    return check_https_url(value)
 
 
 class SecretRef(BaseModel):

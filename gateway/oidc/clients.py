@@ -22,7 +22,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.config.settings import is_loopback_host
+from gateway.config.settings import check_https_url
 from gateway.errors import ConfigError
 from gateway.policy import ShopPolicy
 from gateway.vault.errors import UnsupportedAlgorithmError
@@ -39,15 +39,8 @@ SECRET_RECHECK_SECONDS = 1.0
 
 def _check_redirect_uri(uri: str) -> str:
     # RFC 9700 §2.1: redirect URIs are compared exactly, so they must be complete and
-    # unambiguous: absolute, https (http only on loopback), no fragment (RFC 6749 §3.1.2).
-    parts = urlsplit(uri)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError(f"redirect URI {uri!r} must be an absolute https URL")
-    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
-        raise ValueError(f"redirect URI {uri!r} must use https (http only on loopback)")
-    if parts.fragment:
-        raise ValueError(f"redirect URI {uri!r} must not have a fragment")
-    return uri
+    # unambiguous.
+    return check_https_url(uri, "redirect URI")
 
 
 class ShopConfig(BaseModel):

@@ -118,17 +118,22 @@ class TokenService:
         pipe.expire(families, self.refresh_ttl)
         pipe.execute()
 
-    def consume_code(self, code: str) -> AuthorizationCode | None:
-        """Take a code exactly once. A replay revokes what the first use issued."""
-        result = self._store.consume_once(self._keys.auth_code(digest(code)), CODE_TOMBSTONE_SECONDS)
+    def _consume(self, key: str, tombstone_ttl: int) -> dict[str, Any] | None:
+        """Take a single-use record; a replay revokes its whole family and returns None."""
+        result = self._store.consume_once(key, tombstone_ttl)
         if result.value is None:
             return None
-        record = AuthorizationCode(**json.loads(result.value))
+        data: dict[str, Any] = json.loads(result.value)
         if result.outcome is ConsumeOutcome.REPLAYED:
-            self.revoke_family(record.family)
-            self.on_replay(record.person_id, record.client_id)
+            self.revoke_family(data["family"])
+            self.on_replay(data["person_id"], data["client_id"])
             return None
-        return record
+        return data
+
+    def consume_code(self, code: str) -> AuthorizationCode | None:
+        """Take a code exactly once. A replay revokes what the first use issued."""
+        data = self._consume(self._keys.auth_code(digest(code)), CODE_TOMBSTONE_SECONDS)
+        return AuthorizationCode(**data) if data is not None else None
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -185,16 +190,8 @@ class TokenService:
 
     def consume_refresh_token(self, token: str) -> TokenRecord | None:
         """Take a refresh token once (rotation). A replay revokes the whole family."""
-        key = self._keys.refresh_token(digest(token))
-        result = self._store.consume_once(key, self.refresh_ttl)
-        if result.value is None:
-            return None
-        record = TokenRecord(**json.loads(result.value))
-        if result.outcome is ConsumeOutcome.REPLAYED:
-            self.revoke_family(record.family)
-            self.on_replay(record.person_id, record.client_id)
-            return None
-        return record
+        data = self._consume(self._keys.refresh_token(digest(token)), self.refresh_ttl)
+        return TokenRecord(**data) if data is not None else None
 
     def revoke(self, record: TokenRecord) -> None:
         """RFC 7009 §2.1: revoking a refresh token also ends the access tokens of its grant."""

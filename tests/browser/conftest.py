@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 import yaml
 
 from gateway.app import create_app
@@ -27,27 +23,10 @@ from gateway.demoshop import DEMO_SHOP_ID, create_demo_shop
 from gateway.oidc.clients import issue_client_secret
 from gateway.store import Store
 from tests.conftest import REPO_POLICIES
+from tests.live import free_port, serve_in_thread, stop
 
 CHROMIUM = os.environ.get("GATEWAY_TEST_CHROMIUM", "/usr/bin/chromium")
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def serve(app: Any, port: int) -> tuple[uvicorn.Server, threading.Thread]:
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("server did not start")
-        time.sleep(0.02)
-    return server, thread
 
 
 @dataclass
@@ -72,13 +51,12 @@ def demo_site(make_settings: Callable[..., Settings], store: Store, policies_dir
     staff_token, digest = new_staff_token()
     app = create_app(make_settings(issuer=gateway_url, staff=[
         {"id": "compliance-officer", "role": "admin", "token_sha256": digest}]), store=store)
-    running = [serve(app, gateway_port),
-               serve(create_demo_shop(issuer=gateway_url, base_url=shop_url, client_secret=secret),
+    running = [serve_in_thread(app, gateway_port),
+               serve_in_thread(create_demo_shop(issuer=gateway_url, base_url=shop_url, client_secret=secret),
                      shop_port)]
     yield DemoSite(gateway_url, shop_url, app, staff_token)
     for server, thread in running:
-        server.should_exit = True
-        thread.join(timeout=10)
+        stop(server, thread)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import json
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,6 +23,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.store import Store
 from tests.interop.harness import NODE_DIR, LiveGateway, NodeRelyingParty, free_port
+from tests.live import serve_in_thread
 
 
 @pytest.fixture
@@ -39,14 +39,7 @@ def live_gateway(make_settings: Callable[..., Settings], store: Store) -> Iterat
         port = free_port()
         issuer = f"http://127.0.0.1:{port}"
         app = create_app(make_settings(issuer=issuer), store=store)
-        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not server.started:
-            if time.monotonic() > deadline or not thread.is_alive():
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.02)
+        server, thread = serve_in_thread(app, port)
         http = httpx.Client(base_url=issuer, follow_redirects=False, timeout=10.0)
         running.append((server, thread, app, http))
         return LiveGateway(issuer, http)

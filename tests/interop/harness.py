@@ -7,7 +7,6 @@ import html
 import json
 import queue
 import re
-import socket
 import subprocess
 import threading
 from collections.abc import Callable
@@ -18,15 +17,11 @@ from typing import Any
 import httpx2 as httpx
 
 from tests.conftest import Browser, checkboxes
+from tests.live import free_port  # noqa: F401 - re-exported for the interop tests
 
 NODE_DIR = Path(__file__).resolve().parent / "node"
 NODE_TIMEOUT = 30.0  # seconds for one openid-client operation, generous for a slow CI
 
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

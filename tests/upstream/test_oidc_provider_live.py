@@ -18,7 +18,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
 from http.cookies import SimpleCookie
@@ -28,12 +27,12 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx2
 import pytest
-import uvicorn
 
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.store import Store
 from tests.conftest import ShopHandle, authorize_params, checkboxes, pkce_pair, query_of
+from tests.live import serve_in_thread, stop
 
 PROVIDER_DIR = Path(__file__).resolve().parent / "oidc_provider"
 SHOP_CALLBACK = "http://127.0.0.1:9/callback"  # nothing listens: the test reads the redirect
@@ -172,19 +171,12 @@ def test_sign_in_through_a_real_openid_provider(
         "scopes": ["openid", "profile", "email"],
     }])
     app = create_app(settings, store=store)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=gateway_port, log_config=None))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    server, thread = serve_in_thread(app, gateway_port)
     try:
-        deadline = time.monotonic() + 10
-        while not server.started:
-            assert time.monotonic() < deadline, "gateway did not start"
-            time.sleep(0.02)
         with httpx2.Client(follow_redirects=False, timeout=20.0) as http:
             _sign_in_and_check(CrossOriginBrowser(http), http, gateway, issuer, shop)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        stop(server, thread)
     registry = app.state.gateway.metrics.registry
     errors = [s for m in registry.collect() for s in m.samples
               if s.name.endswith("_total") and s.labels.get("status", "").startswith("5") and s.value]
