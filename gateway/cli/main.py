@@ -105,11 +105,14 @@ def demo(host: str, port: int, shop_port: int) -> None:
     """Run the gateway in demo mode with an embedded Redis and the demo shop."""
     import uvicorn
 
+    from gateway.audit.staff import new_staff_token
     from gateway.demoshop import DEMO_SHOP_ID, create_demo_shop
     from gateway.oidc.clients import issue_client_secret
 
     issuer = f"http://{host}:{port}"
-    settings = load_settings(demo=True, issuer=issuer)
+    staff_token, staff_digest = new_staff_token()  # a console sign-in for this demo run only
+    settings = load_settings(demo=True, issuer=issuer, staff=[
+        {"id": "demo-officer", "role": "admin", "token_sha256": staff_digest}])
     secret = issue_client_secret(settings.keys_dir, DEMO_SHOP_ID)
     shop_url = f"http://{host}:{shop_port}"
     shop_app = create_demo_shop(issuer=issuer, base_url=shop_url, client_secret=secret)
@@ -118,6 +121,8 @@ def demo(host: str, port: int, shop_port: int) -> None:
     click.echo("Consent Gateway demo (demo mode: fictional people, never use in production)")
     click.echo(f"  open the demo shop:   {shop_url}/")
     click.echo(f"  gateway discovery:    {issuer}/.well-known/openid-configuration")
+    click.echo(f"  your consent centre:  {issuer}/account")
+    click.echo(f"  compliance console:   {issuer}/audit  (staff token: {staff_token})")
     where = f"embedded, data in {settings.data_dir}" if settings.uses_embedded_redis else settings.redis_url
     click.echo(f"  redis:                {where}")
     _serve(settings, host, port, extra=[shop_server])
