@@ -23,7 +23,8 @@ from gateway.oidc.endpoints import COOKIE_OPTIONS, browser_id, outcome_response
 from gateway.oidc.sessions import BROWSER_COOKIE, SESSION_COOKIE, Person
 from gateway.policy import describe
 from gateway.web.audit_api import proof_text
-from gateway.web.csrf import csrf_token, csrf_valid
+from gateway.web.csrf import csrf_token
+from gateway.web.forms import posted_form
 from gateway.web.history import history_lines
 from gateway.web.i18n import translator
 from gateway.web.pages import WebContext
@@ -91,13 +92,7 @@ def build_account_router(  # noqa: C901 - one small closure per page
         return await bridge.in_worker(ctx.sessions.find, request.cookies.get(SESSION_COOKIE))
 
     async def confirmed_form(request: Request, purpose: str) -> dict[str, str]:
-        try:
-            fields = dict(await bridge.read_form(request, ctx.settings.max_body_bytes))
-        except Exception:  # noqa: BLE001 - any body problem is a bad form
-            raise BrowserError("invalid_request", "The form could not be read.") from None
-        if not csrf_valid(web.csrf_secret, request.cookies.get(BROWSER_COOKIE), purpose, fields.get("csrf")):
-            raise BrowserError("invalid_request", "The form has expired. Reload the page.", 403)
-        return fields
+        return dict(await posted_form(request, web.csrf_secret, purpose, ctx.settings.max_body_bytes))
 
     def token(request: Request, purpose: str) -> str:
         return csrf_token(web.csrf_secret, browser_id(request)[0], purpose)

@@ -33,7 +33,8 @@ from gateway.web.audit_api import (
     run_verification,
 )
 from gateway.web.charts import stacked_bars
-from gateway.web.csrf import csrf_token, csrf_valid
+from gateway.web.csrf import csrf_token
+from gateway.web.forms import posted_form
 from gateway.web.rendering import Renderer
 
 CHART_DAYS = 14
@@ -65,13 +66,7 @@ def build_console(  # noqa: C901 - one small closure per page
         return csrf_token(csrf_secret, browser_id(request)[0], purpose)
 
     async def form(request: Request, purpose: str) -> dict[str, str]:
-        try:
-            fields = dict(await bridge.read_form(request, ctx.settings.max_body_bytes))
-        except Exception:  # noqa: BLE001 - any unreadable body is a bad form
-            raise BrowserError("invalid_request", "The form could not be read.") from None
-        if not csrf_valid(csrf_secret, request.cookies.get(BROWSER_COOKIE), purpose, fields.get("csrf")):
-            raise BrowserError("invalid_request", "The form has expired. Reload the page.", 403)
-        return fields
+        return dict(await posted_form(request, csrf_secret, purpose, ctx.settings.max_body_bytes))
 
     def login_page(request: Request, failed: bool = False) -> Response:
         browser, set_browser = browser_id(request)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 
-from authlib.oauth2.rfc6749 import OAuth2Error
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,7 +22,8 @@ from gateway.oidc.endpoints import COOKIE_OPTIONS, browser_id, outcome_response
 from gateway.oidc.flow import AuthorizationFlow
 from gateway.oidc.sessions import BROWSER_COOKIE, SESSION_COOKIE, Person
 from gateway.upstream import UpstreamError
-from gateway.web.csrf import csrf_token, csrf_valid
+from gateway.web.csrf import csrf_token
+from gateway.web.forms import posted_form
 from gateway.web.pages import WebContext, provider_choices
 
 LINK_MAX_AGE = 600
@@ -55,13 +55,8 @@ def build_linking_router(web: WebContext, flow: AuthorizationFlow) -> APIRouter:
 
     @router.post("/upstream/{provider_id}/link")
     async def link_start(request: Request, provider_id: str) -> Response:
-        try:
-            form = dict(await bridge.read_form(request, ctx.settings.max_body_bytes))
-        except OAuth2Error as error:
-            raise BrowserError(error.error, error.get_error_description() or "") from None
-        browser = request.cookies.get(BROWSER_COOKIE)
-        if not csrf_valid(web.csrf_secret, browser, "link", form.get("csrf")) or not browser:
-            raise BrowserError("invalid_request", "The form has expired. Reload the page.", 403)
+        await posted_form(request, web.csrf_secret, "link", ctx.settings.max_body_bytes)
+        browser = request.cookies.get(BROWSER_COOKIE) or ""
         if provider_id not in web.logins.connectors:
             raise BrowserError("invalid_request", "Unknown sign-in provider.", 404)
         person = await signed_in(request)

@@ -24,7 +24,8 @@ from gateway.upstream import UpstreamError
 from gateway.upstream.demo import DEMO_PEOPLE, DemoProvider, find_demo_person
 from gateway.upstream.logins import UpstreamLogins
 from gateway.web.consent_view import consent_view, granted_items
-from gateway.web.csrf import csrf_token, csrf_valid
+from gateway.web.csrf import csrf_token
+from gateway.web.forms import check_csrf, posted_form, read_page_form
 from gateway.web.rendering import Renderer
 
 log = logging.getLogger(__name__)
@@ -69,15 +70,7 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
     limit = ctx.settings.max_body_bytes
 
     async def form_pairs(request: Request, purpose: str) -> list[tuple[str, str]]:
-        """The POSTed form fields (repeated names kept), after checking its CSRF token."""
-        try:
-            pairs = await bridge.read_form(request, limit)
-        except OAuth2Error as error:
-            raise BrowserError(error.error, error.get_error_description() or "") from None
-        browser = request.cookies.get("__Host-cg_browser")
-        if not csrf_valid(web.csrf_secret, browser, purpose, dict(pairs).get("csrf")):
-            raise BrowserError("invalid_request", "The form has expired. Reload the page.", 403)
-        return pairs
+        return await posted_form(request, web.csrf_secret, purpose, limit)
 
     async def form_of(request: Request, purpose: str) -> dict[str, str]:
         return dict(await form_pairs(request, purpose))
@@ -231,15 +224,10 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
         # token; a shop's POST is treated exactly like its GET.
         confirmed = False
         if request.method == "POST":
-            try:
-                pairs = await bridge.read_form(request, limit)
-            except OAuth2Error as error:
-                raise BrowserError(error.error, error.get_error_description() or "") from None
+            pairs = await read_page_form(request, limit)
             fields = dict(pairs)
             if "confirm" in fields:
-                browser = request.cookies.get("__Host-cg_browser")
-                if not csrf_valid(web.csrf_secret, browser, "logout", fields.get("csrf")):
-                    raise BrowserError("invalid_request", "The form has expired. Reload the page.", 403)
+                check_csrf(request, web.csrf_secret, "logout", fields.get("csrf"))
                 confirmed = fields["confirm"] == "yes"
             params = [(k, v) for k, v in pairs if k not in ("csrf", "confirm")]
         else:
