@@ -1,0 +1,209 @@
+"""``gateway audit …`` and ``gateway staff …``: the audit log and compliance staff."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from gateway.cli.main import main, one_line_errors
+from gateway.config import Settings, load_settings
+from gateway.errors import ConfigError
+
+
+@main.group()
+def audit() -> None:
+    """The audit log: verify it, export it, show its public key."""
+
+
+def _audit_service(settings: Settings) -> tuple[Any, Any]:
+    from gateway.audit import AuditService
+    from gateway.store import open_store
+
+    store = open_store(settings)
+    return store, AuditService(store, settings.keys_dir, settings.audit_log_origin)
+
+
+def _verification_lines(service: Any) -> Any:
+    """The whole log; once entries were archived, the live segment from the boundary to the
+    latest checkpoint (archive format: it verifies on its own, like the archive files)."""
+    from gateway.audit import export_log
+    from gateway.audit.archive import Archiver
+    from gateway.audit.boundary import archived_size
+
+    start = archived_size(service.log)
+    if start == 0:
+        return export_log(service.log)
+    archiver = Archiver(service.log, service.checkpointer)
+    _, stop = archiver.segment(service.log.size())
+    return archiver.lines(start, stop)
+
+
+@audit.command("key")
+@one_line_errors
+def audit_key() -> None:
+    """Print the verifier key that checks the log's checkpoints and proofs (publish it)."""
+    from gateway.audit.keyfile import load_audit_keys
+
+    settings = load_settings()
+    click.echo(load_audit_keys(settings.keys_dir, settings.audit_log_origin).signer.verifier.to_string())
+
+
+@audit.command("verify")
+@click.option("--export", "export_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Check an export file offline instead of the live log.")
+@click.option("--key", "keys", multiple=True, help="Trusted verifier key(s) for --export.")
+@one_line_errors
+def audit_verify(export_file: str | None, keys: tuple[str, ...]) -> None:
+    """Check the chain, the tree and every checkpoint signature; name the first bad index."""
+    from gateway.audit import NoteVerifier
+
+    settings = load_settings()
+    if export_file:
+        if not keys:
+            raise ConfigError("--export needs at least one --key (the log's published verifier key)")
+        verifiers = [NoteVerifier.from_string(key) for key in keys]
+        report = _verify_file(export_file, verifiers)
+    else:
+        store, service = _audit_service(settings)
+        try:
+            report = service.verify()
+        finally:
+            store.close()
+    if report.problem is not None:
+        where = f"index {report.problem.index}" if report.problem.index is not None else "log"
+        click.echo(f"FAILED at {where}: {report.problem.reason}")
+        sys.exit(1)
+    click.echo(f"ok: {report.size} events, {report.checkpoints_checked} checkpoints verified, "
+               f"latest checkpoint covers {report.latest_checkpoint}, {report.unsigned_tail} not yet signed")
+
+
+def _verify_file(path: str, verifiers: list[Any]) -> Any:
+    """A whole-log export or an archive segment, told apart by the header's format."""
+    import json
+
+    from gateway.audit import verify_export
+    from gateway.audit.archive import ARCHIVE_FORMAT, verify_archive
+    from gateway.audit.errors import AuditError
+
+    with open(path, encoding="utf-8") as lines:
+        first = lines.readline()
+        try:
+            header = json.loads(first)
+        except ValueError:
+            raise ConfigError(f"{path} is not an audit export or archive") from None
+        rest = [first, *lines]
+    try:
+        if isinstance(header, dict) and header.get("format") == ARCHIVE_FORMAT:
+            return verify_archive(rest, verifiers)
+        return verify_export(rest, verifiers, verifiers[0].name)
+    except AuditError as error:
+        raise ConfigError(f"{path}: {error}") from None
+
+
+@audit.command("archive")
+@click.option("--output", "output", type=click.Path(dir_okay=False), required=True)
+@click.option("--before", "before", type=int, default=None,
+              help="Archive entries below this index (rounded down to a signed checkpoint).")
+@click.option("--older-than-days", "days", type=int, default=None,
+              help="Archive entries older than this many days (instead of --before).")
+@one_line_errors
+def audit_archive(output: str, before: int | None, days: int | None) -> None:
+    """Move old entries to a file that verifies on its own; proofs keep working for them."""
+    import os
+    import time as _time
+
+    from gateway.audit import NoteVerifier
+    from gateway.audit.archive import Archiver, verify_archive
+    from gateway.audit.errors import AuditError
+
+    if (before is None) == (days is None):
+        raise ConfigError("give exactly one of --before or --older-than-days")
+    settings = load_settings()
+    store, service = _audit_service(settings)
+    try:
+        if days is not None:
+            cutoff = _time.strftime("%Y%m%d%H", _time.gmtime(_time.time() - days * 86400))
+            hours = store.redis.hgetall(store.keys.audit_hours())
+            lasts = [int(v) for k, v in hours.items()
+                     if k.decode().endswith(":last") and k.decode().split(":")[0] < cutoff]
+            before = max(lasts, default=-1) + 1
+        archiver = Archiver(service.log, service.checkpointer)
+        try:
+            start, stop = archiver.segment(before or 0)
+            with open(output, "w", encoding="utf-8") as out:
+                for line in archiver.lines(start, stop):
+                    out.write(line)
+                out.flush()
+                os.fsync(out.fileno())
+            with open(output, encoding="utf-8") as written:  # check the file before dropping
+                report = verify_archive(written, [NoteVerifier.from_string(service.verifier_key)])
+        except AuditError as error:
+            raise ConfigError(str(error)) from None
+        if report.problem is not None:
+            raise ConfigError(f"the archive did not verify ({report.problem.reason}); nothing removed")
+        archiver.drop(start, stop)
+    finally:
+        store.close()
+    click.echo(f"archived entries [{start}, {stop}) to {output}; Redis keeps their tree hashes")
+
+
+@audit.command("export")
+@click.option("--output", "output", type=click.Path(dir_okay=False), required=True)
+@click.option("--format", "fmt", type=click.Choice(["verify", "jsonl", "csv"]), default="verify",
+              show_default=True, help="verify: the whole log for offline checking; jsonl/csv: events.")
+@click.option("--person", default=None)
+@click.option("--shop", default=None)
+@click.option("--action", default=None)
+@click.option("--field", default=None)
+@click.option("--since", default=None)
+@click.option("--until", default=None)
+@one_line_errors
+def audit_export(output: str, fmt: str, **filters: str | None) -> None:
+    """Write the log (or a filtered list of events) to a file, streamed."""
+    from gateway.audit import AuditEvent, export_csv, export_jsonl
+    from gateway.web.audit_api import parse_filter
+
+    settings = load_settings()
+    try:
+        flt = parse_filter({k: v for k, v in filters.items() if v})
+    except ValueError as error:
+        raise ConfigError(f"invalid filter: {error}") from None
+    store, service = _audit_service(settings)
+    try:
+        service.record(AuditEvent(actor_type="staff", actor_id="cli", action="staff_export",
+                                  person=flt.person, shop=flt.shop,
+                                  fields=(flt.field,) if flt.field else ()))
+        if fmt == "verify":
+            lines = _verification_lines(service)
+        else:
+            lines = (export_jsonl if fmt == "jsonl" else export_csv)(service.query, flt)
+        count = 0
+        with open(output, "w", encoding="utf-8") as out:
+            for line in lines:
+                out.write(line)
+                count += 1
+    finally:
+        store.close()
+    click.echo(f"wrote {count} lines to {output}")
+
+
+@main.group()
+def staff() -> None:
+    """Compliance staff (declared in settings as [[staff]] entries)."""
+
+
+@staff.command("token")
+@click.argument("staff_id")
+@click.option("--role", type=click.Choice(["auditor", "admin"]), default="auditor", show_default=True)
+def staff_token(staff_id: str, role: str) -> None:
+    """Draw a token for a staff member: the token is shown once, the settings keep its digest."""
+    from gateway.audit.staff import new_staff_token
+
+    token, digest = new_staff_token()
+    click.echo(f"token (give it to {staff_id}, shown once): {token}")
+    click.echo("add to the gateway's TOML settings:")
+    click.echo(f'[[staff]]\nid = "{staff_id}"\nrole = "{role}"\ntoken_sha256 = "{digest}"')
+
+
