@@ -78,7 +78,7 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
     profiles = SealedProfiles(store, envelope)
     audit = AuditService(store, settings.keys_dir, settings.audit_log_origin,
                          every_events=settings.audit_checkpoint_events,
-                         every_seconds=settings.audit_checkpoint_seconds)
+                         every_seconds=settings.audit_checkpoint_seconds, sealer=sealer)
     provider = ProviderContext(
         settings=settings,
         store=store,

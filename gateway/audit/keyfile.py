@@ -33,9 +33,27 @@ from cryptography.hazmat.primitives.serialization import (
 
 from gateway.audit.note import NoteSigner
 from gateway.errors import ConfigError
+from gateway.vault.errors import VaultError
 from gateway.vault.files import write_private_file
+from gateway.vault.sealing import KekSealer
+
+
+def reseal_audit_key(keys_dir: Path, sealer: KekSealer) -> int:
+    """Re-seal the audit key under the primary KEK (part of ``gateway keys rewrap``)."""
+    path = keys_dir / SEALED_KEY_FILE
+    if not path.exists():
+        return 0
+    write_private_file(path, sealer.seal(sealer.open(path.read_bytes(), SEAL_LABEL), SEAL_LABEL))
+    return 1
+
+
+def audit_key_sealed_under(keys_dir: Path, kek_id: str) -> int:
+    path = keys_dir / SEALED_KEY_FILE
+    return int(path.exists() and KekSealer.kek_of(path.read_bytes()) == kek_id)
 
 KEY_FILE = Path("audit") / "checkpoint.ed25519.pem"
+SEALED_KEY_FILE = Path("audit") / "checkpoint.ed25519.sealed"  # sealed under the KEK ring
+SEAL_LABEL = "audit/checkpoint"
 _MAC_INFO = b"consent-gateway audit entry MAC v1"
 
 
@@ -47,12 +65,12 @@ class AuditKeys:
     mac_key: bytes = field(repr=False)
 
 
-def _create_once(path: Path) -> None:
+def _create_once(path: Path, sealer: KekSealer | None) -> None:
     seed_pem = Ed25519PrivateKey.generate().private_bytes(
         Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()
     )
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
-    write_private_file(temporary, seed_pem)
+    write_private_file(temporary, sealer.seal(seed_pem, SEAL_LABEL) if sealer else seed_pem)
     try:
         os.link(temporary, path)  # atomic and exclusive: the first process to link wins
     except FileExistsError:
@@ -62,16 +80,23 @@ def _create_once(path: Path) -> None:
             temporary.unlink()
 
 
-def load_audit_keys(keys_dir: Path, key_name: str) -> AuditKeys:
+def load_audit_keys(keys_dir: Path, key_name: str, sealer: KekSealer | None = None) -> AuditKeys:
     """Load (or create) the audit key; ``key_name`` is the checkpoint origin, e.g.
-    ``gateway.example/audit`` (c2sp.org/tlog-checkpoint: the key name should equal the origin)."""
-    path = keys_dir / KEY_FILE
+    ``gateway.example/audit`` (c2sp.org/tlog-checkpoint: the key name should equal the origin).
+
+    With a ``sealer`` (the gateway always passes one) the key file is sealed under the KEK
+    ring, like the signing keys: ``keys/`` without the master key forges no checkpoint.
+    """
+    path = keys_dir / (SEALED_KEY_FILE if sealer else KEY_FILE)
     if not path.exists():
-        _create_once(path)
+        _create_once(path, sealer)
     try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
-    except ValueError:
-        raise ConfigError(f"invalid key file {path}: not a PEM private key") from None
+        data = path.read_bytes()
+        if sealer is not None:
+            data = sealer.open(data, SEAL_LABEL)
+        key = load_pem_private_key(data, password=None)
+    except (ValueError, VaultError) as error:
+        raise ConfigError(f"invalid key file {path}: {error}") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"invalid key file {path}: not an Ed25519 key")
     seed = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())

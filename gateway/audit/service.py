@@ -24,14 +24,15 @@ from gateway.audit.verify import VerifyReport, verify_log
 
 if TYPE_CHECKING:
     from gateway.store import Store
+    from gateway.vault.sealing import KekSealer
 
 log = logging.getLogger(__name__)
 
 
 class AuditService:
     def __init__(self, store: Store, keys_dir: Path, origin: str, every_events: int = 1000,
-                 every_seconds: float = 60.0) -> None:
-        self.keys = load_audit_keys(keys_dir, origin)
+                 every_seconds: float = 60.0, sealer: KekSealer | None = None) -> None:
+        self.keys = load_audit_keys(keys_dir, origin, sealer)
         self.log = AuditLog(store, self.keys)
         self.checkpointer = Checkpointer(self.log, self.keys.signer, every_events, every_seconds)
         self.query = AuditQuery(self.log)

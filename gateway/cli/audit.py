@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from gateway.cli.keys import sealer_for
 from gateway.cli.main import main, one_line_errors
 from gateway.config import Settings, load_settings
 from gateway.errors import ConfigError
@@ -22,7 +23,8 @@ def _audit_service(settings: Settings) -> tuple[Any, Any]:
     from gateway.store import open_store
 
     store = open_store(settings)
-    return store, AuditService(store, settings.keys_dir, settings.audit_log_origin)
+    return store, AuditService(store, settings.keys_dir, settings.audit_log_origin,
+                               sealer=sealer_for(settings))
 
 
 def _verification_lines(service: Any) -> Any:
@@ -47,7 +49,8 @@ def audit_key() -> None:
     from gateway.audit.keyfile import load_audit_keys
 
     settings = load_settings()
-    click.echo(load_audit_keys(settings.keys_dir, settings.audit_log_origin).signer.verifier.to_string())
+    keys = load_audit_keys(settings.keys_dir, settings.audit_log_origin, sealer_for(settings))
+    click.echo(keys.signer.verifier.to_string())
 
 
 @audit.command("verify")

@@ -27,7 +27,15 @@ def _kek_ring(settings: Settings, create: bool = False) -> Any:
         master = load_master_key(master_key, settings.master_key_file)
         return KeyRing.init(settings.keys_dir, master, demo=settings.demo)
     return load_key_ring(settings.keys_dir, master_key=master_key,
-                         master_key_file=settings.master_key_file, demo=settings.demo)
+                         master_key_file=settings.master_key_file, demo=settings.demo,
+                         create_if_missing=settings.demo)
+
+
+def sealer_for(settings: Settings) -> Any:
+    """What seals the key files: the KEK ring (needs the master key outside demo mode)."""
+    from gateway.vault.sealing import KekSealer
+
+    return KekSealer(_kek_ring(settings))
 
 
 def _signing_ring(settings: Settings, kek_ring: Any) -> SigningKeyRing:
@@ -86,6 +94,7 @@ def keys_rotate(signing_alg: str | None) -> None:
 @one_line_errors
 def keys_rewrap() -> None:
     """Re-wrap every person's data key under the primary KEK (resumable)."""
+    from gateway.audit.keyfile import reseal_audit_key
     from gateway.store import open_store
     from gateway.vault import DataKeyStore, rewrap_data_keys
     from gateway.vault.sealing import KekSealer
@@ -97,6 +106,7 @@ def keys_rewrap() -> None:
         kek_ring = _kek_ring(settings)
         resealed = _signing_ring(settings, kek_ring).reseal()
         resealed += reseal_secrets(settings.keys_dir, KekSealer(kek_ring))
+        resealed += reseal_audit_key(settings.keys_dir, KekSealer(kek_ring))
         click.echo(f"re-sealed {resealed} key files under the primary key-encryption key")
         data_keys = DataKeyStore(store, kek_ring)
         with click.progressbar(length=max(data_keys.count(), 1), label="rewrapping") as bar:
@@ -122,6 +132,7 @@ def keys_rewrap() -> None:
 @one_line_errors
 def keys_retire(kek_id: str, grace: float) -> None:
     """Destroy a former key-encryption key once no data key is wrapped under it."""
+    from gateway.audit.keyfile import audit_key_sealed_under
     from gateway.store import open_store
     from gateway.vault import DataKeyStore
     from gateway.vault.secrets import count_secrets_sealed_under
@@ -135,7 +146,8 @@ def keys_retire(kek_id: str, grace: float) -> None:
 
         def still_wrapped(kek: str) -> int:
             return (data_keys.count_wrapped_under(kek) + signing.count_sealed_under(kek)
-                    + count_secrets_sealed_under(settings.keys_dir, kek))
+                    + count_secrets_sealed_under(settings.keys_dir, kek)
+                    + audit_key_sealed_under(settings.keys_dir, kek))
 
         ring.retire(kek_id, still_wrapped, grace_seconds=grace)
     finally:
@@ -151,7 +163,8 @@ def _record_key_event(settings: Settings, what: str) -> None:
 
     store = open_store(settings)
     try:
-        audit = AuditService(store, settings.keys_dir, settings.audit_log_origin)
+        audit = AuditService(store, settings.keys_dir, settings.audit_log_origin,
+                             sealer=sealer_for(settings))
         audit.record(AuditEvent(actor_type="staff", actor_id="cli", action="key_rotated",
                                 purpose=what))
     finally:

@@ -143,9 +143,14 @@ def test_keys_without_master_key_outside_demo_is_one_line(env: Path) -> None:
 
 
 def _audit_with_events(env: Path, store: Store, count: int) -> Any:
+    """Events written the way the gateway writes them: the audit key sealed under the KEK ring
+    the CLI also opens (the calling test sets GATEWAY_DEMO for a development ring)."""
     from gateway.audit import AuditEvent, AuditService
+    from gateway.cli.keys import sealer_for
+    from gateway.config import load_settings
 
-    service = AuditService(store, env / "keys", "gateway.test/audit", every_events=2)
+    service = AuditService(store, env / "keys", "gateway.test/audit", every_events=2,
+                           sealer=sealer_for(load_settings()))
     for index in range(count):
         service.record(AuditEvent(actor_type="shop", actor_id="shop-a", action="userinfo_read",
                                   person=f"p{index}", shop="shop-a", fields=("phone",)))
@@ -155,6 +160,7 @@ def _audit_with_events(env: Path, store: Store, count: int) -> Any:
 def test_audit_verify_export_and_offline_check(env: Path, store: Store,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_AUDIT_ORIGIN", "gateway.test/audit")
+    monkeypatch.setenv("GATEWAY_DEMO", "true")
     _audit_with_events(env, store, 5)
     runner = CliRunner()
     live = runner.invoke(main, ["audit", "verify"])
@@ -175,6 +181,7 @@ def test_audit_verify_export_and_offline_check(env: Path, store: Store,
 def test_audit_verify_names_the_first_tampered_index(env: Path, store: Store,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_AUDIT_ORIGIN", "gateway.test/audit")
+    monkeypatch.setenv("GATEWAY_DEMO", "true")
     _audit_with_events(env, store, 6)
     entries = next(k for k in store.redis.scan_iter(match=f"{store.keys.prefix}*entries"))
     raw = store.redis.hget(entries, "3")
@@ -197,6 +204,7 @@ def test_staff_token_prints_the_token_once_and_a_digest_for_settings() -> None:
 def test_audit_archive_moves_old_entries_to_a_file_that_verifies(env: Path, store: Store,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_AUDIT_ORIGIN", "gateway.test/audit")
+    monkeypatch.setenv("GATEWAY_DEMO", "true")
     service = _audit_with_events(env, store, 7)  # checkpoints every 2 events
     service.checkpointer.checkpoint()
     runner = CliRunner()
@@ -215,3 +223,21 @@ def test_audit_archive_moves_old_entries_to_a_file_that_verifies(env: Path, stor
     both = runner.invoke(main, ["audit", "archive", "--before", "1", "--older-than-days", "1",
                                 "--output", str(env / "x")])
     assert both.exit_code == 2
+
+
+def test_the_audit_key_is_sealed_and_rewrap_reseals_it(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import secrets as _secrets
+
+    monkeypatch.setenv("GATEWAY_MASTER_KEY", _secrets.token_hex(32))
+    runner = CliRunner()
+    assert runner.invoke(main, ["keys", "init"]).exit_code == 0
+    key = runner.invoke(main, ["audit", "key"]).output.strip()
+    sealed = env / "keys" / "audit" / "checkpoint.ed25519.sealed"
+    assert sealed.exists() and b"PRIVATE KEY" not in sealed.read_bytes()
+    assert not (env / "keys" / "audit" / "checkpoint.ed25519.pem").exists()
+    before = sealed.read_bytes()
+    assert runner.invoke(main, ["keys", "rotate"]).exit_code == 0
+    rewrap = runner.invoke(main, ["keys", "rewrap"])
+    assert rewrap.exit_code == 0, rewrap.output
+    assert sealed.read_bytes()[1:5] != before[1:5]  # now under the new KEK
+    assert runner.invoke(main, ["audit", "key"]).output.strip() == key  # the same key
