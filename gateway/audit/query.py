@@ -182,6 +182,13 @@ class AuditQuery:
                 raise AuditIntegrityError(index, f"stored event is unreadable ({error})") from None
         return loaded
 
+    def event(self, index: int) -> LoggedEvent | None:
+        """One event by index, or None outside the live log (archived or not yet written)."""
+        if not archived_size(self.log) <= index < self.log.size():
+            return None
+        found = self._load_matching(AuditFilter(), [index])
+        return found[0] if found else None
+
     def latest_for_person(self, person: str, limit: int = 50) -> list[LoggedEvent]:
         """A person's most recent events, newest first (their access history page): the last
         ``limit`` entries of the person's index, one read."""

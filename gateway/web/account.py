@@ -22,7 +22,6 @@ from gateway.oidc.account import AccountService, ShopConsent
 from gateway.oidc.endpoints import COOKIE_OPTIONS, browser_id, outcome_response
 from gateway.oidc.sessions import BROWSER_COOKIE, SESSION_COOKIE, Person
 from gateway.policy import describe
-from gateway.web.audit_api import proof_text
 from gateway.web.csrf import csrf_token
 from gateway.web.forms import posted_form
 from gateway.web.history import history_lines
@@ -140,10 +139,10 @@ def build_account_router(  # noqa: C901 - one small closure per page
         person = await signed_in(request)
         if person is None:
             return RedirectResponse("/account", status_code=303)
-        mine = await bridge.in_worker(ctx.audit.query.latest_for_person, person.id, 10_000)
-        if index not in {logged.index for logged in mine}:
+        logged = await bridge.in_worker(ctx.audit.query.event, index)
+        if logged is None or logged.event.person != person.id:
             raise BrowserError("not_found", "No such event in your history.", 404)
-        text = await bridge.in_worker(proof_text, ctx.audit, index)
+        text = (await bridge.in_worker(ctx.audit.prove, index)).to_text()
         return Response(text, media_type="text/plain; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="event-{index}.tlog-proof"',
             "Cache-Control": "no-store"})

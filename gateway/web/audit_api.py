@@ -159,7 +159,8 @@ def build_audit_api(  # noqa: C901 - one small closure per endpoint
         if isinstance(member, JSONResponse):
             return member
         try:
-            text = await bridge.in_worker(proof_text, audit, index)
+            # AuditService.prove signs a checkpoint first if none covers the event yet.
+            text = (await bridge.in_worker(audit.prove, index)).to_text()
         except (AuditError, ValueError) as error:
             return _error(404, "not_found", str(error))
         return PlainTextResponse(text, headers={
@@ -174,16 +175,6 @@ def build_audit_api(  # noqa: C901 - one small closure per endpoint
         return JSONResponse(report)
 
     return router
-
-
-def proof_text(audit: AuditService, index: int) -> str:
-    """A tlog-proof for event ``index``; signs a checkpoint first if none covers it yet."""
-    if index < 0 or index >= audit.log.size():
-        raise ValueError("no such event")
-    latest = audit.checkpointer.latest()
-    if latest is None or latest.checkpoint.size <= index:
-        audit.checkpointer.checkpoint()
-    return audit.prove(index).to_text()
 
 
 def run_verification(ctx: ProviderContext, audit: AuditService, member: StaffMember | None) -> dict[str, Any]:
