@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from gateway.audit import AuditError, AuditService
+from gateway.audit.relay import OutboxRelay
 from gateway.audit.staff import StaffDirectory, StaffSessions
 from gateway.config import Settings
 from gateway.consent import ConsentService
@@ -93,6 +94,7 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
         identities=IdentityService(store, load_or_create_secret(settings.keys_dir, "link", sealer), profiles),
         profiles=profiles,
         audit=audit,
+        relay=OutboxRelay(store, audit),
         pairwise_secret=load_or_create_secret(settings.keys_dir, "pairwise", sealer),
         catalogue=catalogue,
         pseudonym_secret=load_or_create_secret(settings.keys_dir, "pseudonym", sealer),
@@ -115,9 +117,11 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
         checkpointing = gateway.provider.audit.start_checkpointing(stop)
+        relaying = gateway.provider.relay.start(stop)
         yield
         stop.set()
         checkpointing.join(timeout=10)
+        relaying.join(timeout=10)
         if upstreams.http is not None:
             upstreams.http.close()
         if owns_store:

@@ -40,6 +40,10 @@ if TYPE_CHECKING:
 
 _HEAD_MISSING = "AUDIT_HEAD_MISSING"
 _APPEND = r"""
+if ARGV[4] ~= '' then
+  local seen = redis.call('HGET', KEYS[5], ARGV[4])
+  if seen then return tonumber(seen) end
+end
 local size = tonumber(redis.call('GET', KEYS[1]) or '0')
 local prev = redis.call('GET', KEYS[2])
 if size == 0 then
@@ -53,12 +57,19 @@ redis.call('SET', KEYS[1], string.format('%d', size + 1))
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('HSETNX', KEYS[4], ARGV[3] .. ':first', index)
 redis.call('HSET', KEYS[4], ARGV[3] .. ':last', index)
-for k = 5, #KEYS do
+for k = 6, #KEYS do
   redis.call('RPUSH', KEYS[k], index)
+end
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[5], ARGV[4], index)
+  redis.call('EXPIRE', KEYS[5], tonumber(ARGV[5]))
 end
 return size
 """
 READ_BATCH = 1000
+# How long the ids of relayed events are remembered (per UTC day of the event): an event
+# staged in an outbox is appended once as long as it is relayed within this time.
+EVENT_ID_DAYS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +105,11 @@ class AuditLog:
         self._append = store.redis.register_script(_APPEND)
         self._sealed_hint = 0  # the sealed size only grows: below it, no Redis read is needed
 
-    def append_event(self, event: AuditEvent) -> Appended:
+    def append_event(self, event: AuditEvent, event_id: str | None = None) -> Appended:
         """Record ``event``; returns its index and leaf hash. One Redis round trip.
+
+        With ``event_id`` (events relayed from an outbox) the append is idempotent: an id
+        already appended returns the index it got then and appends nothing.
 
         Raises :class:`AuditIntegrityError` (and records nothing) if the log's head is gone —
         someone altered the stored log — so that callers fail closed instead of writing past
@@ -107,8 +121,11 @@ class AuditLog:
         index_keys = [k.audit_index(dim, value) for dim, value in index_dimensions(event)]
         try:
             index = self._append(
-                keys=[k.audit_size(), k.audit_head(), k.audit_entries(), k.audit_hours(), *index_keys],
-                args=[digest, new_tail(self.keys.mac_key, data), hour_bucket(event.time)],
+                keys=[k.audit_size(), k.audit_head(), k.audit_entries(), k.audit_hours(),
+                      k.audit_event_ids(event.time[0:4] + event.time[5:7] + event.time[8:10]),
+                      *index_keys],
+                args=[digest, new_tail(self.keys.mac_key, data), hour_bucket(event.time),
+                      event_id or "", EVENT_ID_DAYS * 86400],
             )
         except redis.ResponseError as error:
             if _HEAD_MISSING in str(error):

@@ -44,7 +44,7 @@ class AuditService:
         """The published key (``<origin>+<id>+<base64>``) anyone checks checkpoints and proofs with."""
         return self.keys.signer.verifier.to_string()
 
-    def record(self, event: AuditEvent) -> Appended:
+    def record(self, event: AuditEvent, event_id: str | None = None) -> Appended:
         """Append ``event`` (one round trip); when a checkpoint falls due, wake the checkpoint
         thread (or, without one, seal and sign right here).
 
@@ -52,7 +52,7 @@ class AuditService:
         A checkpointing failure is logged, not raised — the event is already recorded, and
         ``verify`` and the stalled checkpoints will say what is wrong.
         """
-        appended = self.log.append_event(event)
+        appended = self.log.append_event(event, event_id)
         if self.checkpointer.due_after(appended.index):
             if self._thread is not None and self._thread.is_alive():
                 self._wake.set()

@@ -5,18 +5,25 @@ version they were given under, and when they expire — and *refusals*: items th
 declined or later withdrew. Refused items are not asked for again on ordinary sign-ins
 (PIPL art. 16: no nagging, no refusal of service over optional data); they are shown again,
 never pre-ticked, only when the shop asks with ``prompt=consent`` or the policy widens them.
+
+Every change is one script (:mod:`gateway.store.commits`): the record is replaced only if
+it is still as it was read (so two changes never lose one another), a narrowing ends the
+grant's generation (so every code and token issued before it stops working at once), and
+the change's audit events are staged in the person's outbox in the same step.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 from gateway.policy import Catalogue, ShopPolicy
 from gateway.store import Store
+from gateway.store.commits import Commit, Staged
 
 DAY = 86400
 
@@ -71,6 +78,9 @@ class ConsentRecord:
     grants: list[Grant] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
     receipts: list[str] = field(default_factory=list)
+    # Set when the person withdrew everything from the shop: nothing is released, and the
+    # next authorization shows the consent screen again, until the person decides anew.
+    withdrawn_at: float = 0.0
 
     def consented(self, now: float) -> set[tuple[str, str]]:
         """The (purpose, field) pairs that may be released now."""
@@ -88,6 +98,7 @@ class ConsentRecord:
             grants=[Grant(**g) for g in data["grants"]],
             refusals=[Refusal(**r) for r in data["refusals"]],
             receipts=list(data.get("receipts", [])),
+            withdrawn_at=data.get("withdrawn_at", 0.0),
         )
 
 
@@ -123,6 +134,24 @@ def pending_items(items: list[ConsentItem], record: ConsentRecord | None, now: f
     return pending
 
 
+@dataclass(frozen=True, slots=True)
+class ConsentState:
+    """A consent record as read, with the grant generation read in the same transaction."""
+
+    record: ConsentRecord | None
+    generation: int | None  # None: no code was ever issued under this grant (or erased)
+    seen_sha1: str  # of the stored record, '' if none: the commit's compare-and-set
+    tokens_live: bool  # the shop's family index exists
+
+
+Describe = Callable[[ConsentRecord, list[Grant]], Sequence[Staged]]
+MAX_ATTEMPTS = 8
+
+
+class ConcurrentChangeError(Exception):
+    """The record kept changing under us (``MAX_ATTEMPTS`` compare-and-set failures)."""
+
+
 class ConsentService:
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -134,56 +163,112 @@ class ConsentService:
         raw = self._store.get(self._key(person_id, client_id))
         return ConsentRecord.from_json(raw) if raw is not None else None
 
-    def save(self, person_id: str, record: ConsentRecord) -> None:
-        self._store.redis.set(self._key(person_id, record.client_id), record.to_json())
+    def state(self, person_id: str, client_id: str) -> ConsentState:
+        """Record, generation and whether tokens exist, in one round trip (one transaction)."""
+        keys = self._store.keys
+        pipe = self._store.redis.pipeline(transaction=True)
+        pipe.get(self._key(person_id, client_id))
+        pipe.get(keys.person_grant(person_id, client_id))
+        pipe.exists(keys.person_shop_families(person_id, client_id))
+        raw, generation, families = cast(list[bytes | int | None], pipe.execute())
+        return ConsentState(
+            ConsentRecord.from_json(cast(bytes, raw)) if raw is not None else None,
+            int(cast(bytes, generation)) if generation is not None else None,
+            hashlib.sha1(cast(bytes, raw)).hexdigest() if raw is not None else "",  # noqa: S324 - Redis's own sha1hex, a compare-and-set tag
+            bool(families),
+        )
+
+    def erasure_keys(self, person_id: str, client_ids: Sequence[str]) -> list[str]:
+        """Every key of the person's consents and grants (deleted by erasure)."""
+        keys = self._store.keys
+        return [k for c in client_ids
+                for k in (keys.person_consent(person_id, c), keys.person_grant(person_id, c))]
+
+    def _commit(self, person_id: str, state: ConsentState, record: ConsentRecord, *,
+                end_generation: bool, events: Sequence[Staged],
+                if_tokens_live: Staged | None = None) -> Commit:
+        keys = self._store.keys
+        return self._store.commits.change_record(
+            person_id, record_key=self._key(person_id, record.client_id),
+            grant_key=keys.person_grant(person_id, record.client_id),
+            family_index=keys.person_shop_families(person_id, record.client_id),
+            seen_sha1=state.seen_sha1, new_value=record.to_json(), end_generation=end_generation,
+            events=events, if_tokens_live=if_tokens_live)
 
     def decide(self, person_id: str, client_id: str, policy_version: int,
                asked: list[ConsentItem], granted: set[tuple[str, str]],
                method: str = "consent_screen",
                make_receipt: Callable[[list[Grant], int], str] | None = None,
+               describe: Describe | None = None,
                ) -> tuple[ConsentRecord, list[Grant]]:
         """Record the person's answer to the items they were ``asked``: ``granted`` ones
         become grants, the others refusals; a receipt for the new grants is kept with the
-        record. Returns the record and the new grants."""
-        now = int(time.time())
-        record = self.find(person_id, client_id) or ConsentRecord(client_id)
-        asked_keys = {(i.purpose, i.field) for i in asked}
-        record.grants = [g for g in record.grants if (g.purpose, g.field) not in asked_keys]
-        record.refusals = [r for r in record.refusals if (r.purpose, r.field) not in asked_keys]
-        new_grants = []
-        for item in asked:
-            if (item.purpose, item.field) in granted:
-                grant = Grant(item.purpose, item.field, item.transform, item.retention_days,
-                              item.legal_basis, policy_version, now,
-                              now + item.retention_days * DAY)
-                record.grants.append(grant)
-                new_grants.append(grant)
-            else:
-                record.refusals.append(Refusal(item.purpose, item.field, item.transform, now,
-                                               "declined"))
-        record.policy_version = policy_version
-        record.decided_at = time.time()
-        record.method = method
-        if make_receipt is not None:
-            record.receipts.append(make_receipt(new_grants, now))
-        self.save(person_id, record)
-        return record, new_grants
+        record, and ``describe`` gives the audit events committed with it. Returns the record
+        and the new grants. Unticking something granted before is a narrowing: it ends the
+        grant's generation like a withdrawal."""
+        for _ in range(MAX_ATTEMPTS):
+            state = self.state(person_id, client_id)
+            now = int(time.time())
+            record = state.record or ConsentRecord(client_id)
+            before = record.consented(now)
+            asked_keys = {(i.purpose, i.field) for i in asked}
+            record.grants = [g for g in record.grants if (g.purpose, g.field) not in asked_keys]
+            record.refusals = [r for r in record.refusals if (r.purpose, r.field) not in asked_keys]
+            new_grants = []
+            for item in asked:
+                if (item.purpose, item.field) in granted:
+                    grant = Grant(item.purpose, item.field, item.transform, item.retention_days,
+                                  item.legal_basis, policy_version, now,
+                                  now + item.retention_days * DAY)
+                    record.grants.append(grant)
+                    new_grants.append(grant)
+                else:
+                    record.refusals.append(Refusal(item.purpose, item.field, item.transform, now,
+                                                   "declined"))
+            record.policy_version = policy_version
+            record.decided_at = time.time()
+            record.method = method
+            record.withdrawn_at = 0.0
+            if make_receipt is not None:
+                record.receipts.append(make_receipt(new_grants, now))
+            narrowed = bool(before - record.consented(now))
+            events = describe(record, new_grants) if describe is not None else ()
+            if self._commit(person_id, state, record, end_generation=narrowed,
+                            events=events) is not Commit.CONFLICT:
+                return record, new_grants
+        raise ConcurrentChangeError(f"consent of {client_id} kept changing")
 
     def withdraw(self, person_id: str, client_id: str, purpose: str | None = None,
-                 field_name: str | None = None) -> list[Grant]:
-        """Withdraw grants (all of a shop, one purpose, or one field of a purpose); returns
-        what was withdrawn. Takes effect on the shop's next userinfo call."""
-        record = self.find(person_id, client_id)
-        if record is None:
-            return []
-        now = int(time.time())
+                 field_name: str | None = None,
+                 describe: Callable[[list[Grant]], tuple[Sequence[Staged], Staged | None]] | None = None,
+                 ) -> list[Grant]:
+        """Withdraw grants (all of a shop, one purpose, or one field of a purpose) and end
+        the grant's generation, so no code or token issued before works any more. Returns
+        what was withdrawn (nothing changes when there was nothing to withdraw; a withdrawal
+        of everything always ends the grant while anything may be live). ``describe`` gives
+        the audit events (and one staged only if tokens were live)."""
+        everything = purpose is None and field_name is None
+        for _ in range(MAX_ATTEMPTS):
+            state = self.state(person_id, client_id)
+            now = int(time.time())
+            record = state.record
+            if record is None and not (everything and state.tokens_live):
+                return []
+            record = record or ConsentRecord(client_id, decided_at=time.time())
 
-        def matches(grant: Grant) -> bool:
-            return (purpose in (None, grant.purpose)) and (field_name in (None, grant.field))
+            def matches(grant: Grant) -> bool:
+                return (purpose in (None, grant.purpose)) and (field_name in (None, grant.field))
 
-        withdrawn = [g for g in record.grants if matches(g)]
-        record.grants = [g for g in record.grants if not matches(g)]
-        record.refusals += [Refusal(g.purpose, g.field, g.transform, now, "withdrawn")
-                            for g in withdrawn]
-        self.save(person_id, record)
-        return withdrawn
+            withdrawn = [g for g in record.grants if matches(g)]
+            if not withdrawn and not (everything and (not record.withdrawn_at or state.tokens_live)):
+                return []
+            record.grants = [g for g in record.grants if not matches(g)]
+            record.refusals += [Refusal(g.purpose, g.field, g.transform, now, "withdrawn")
+                                for g in withdrawn]
+            if everything:
+                record.withdrawn_at = time.time()
+            events, if_live = describe(withdrawn) if describe is not None else ((), None)
+            if self._commit(person_id, state, record, end_generation=True, events=events,
+                            if_tokens_live=if_live) is not Commit.CONFLICT:
+                return withdrawn
+        raise ConcurrentChangeError(f"consent of {client_id} kept changing")

@@ -1,7 +1,9 @@
 """The person's side: what they granted to whom, withdrawal, their data, erasure.
 
-Withdrawal and erasure take effect at once: the shop's tokens for the person are revoked
-(so the next userinfo call fails), and the consent records say what was withdrawn and when.
+Withdrawal and erasure take effect at once: the script that changes the consent also ends
+the grant's generation, so every code and token the shop holds for the person stops working
+in that step (gateway/store/grants.py), and the change's audit events are committed with it
+(gateway/store/commits.py), then relayed into the log.
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.audit.relay import stage
 from gateway.consent import ConsentRecord, Grant
 from gateway.oidc.clients import Shop
 from gateway.oidc.context import ProviderContext
+from gateway.store.commits import Staged
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,43 +34,65 @@ class AccountService:
         self.ctx = ctx
 
     def consents(self, person_id: str) -> list[ShopConsent]:
-        """Every shop the person decided something for, in one round trip."""
+        """Every shop that holds something of the person: a live grant, or tokens (a shop
+        whose grants were all declined still receives the pairwise ``sub``). One round trip."""
         shops = list(self.ctx.shops)
+        keys = self.ctx.store.keys
         pipe = self.ctx.store.redis.pipeline(transaction=False)
         for shop in shops:
-            pipe.get(self.ctx.store.keys.person_consent(person_id, shop.client_id))
+            pipe.get(keys.person_consent(person_id, shop.client_id))
+            pipe.exists(keys.person_shop_families(person_id, shop.client_id))
+        replies = pipe.execute()
+        now = time.time()
         result = []
-        for shop, raw in zip(shops, pipe.execute(), strict=True):
-            if raw is not None:
-                result.append(ShopConsent(shop, ConsentRecord.from_json(raw)))
+        for shop, raw, tokens in zip(shops, replies[0::2], replies[1::2], strict=True):
+            if raw is None:
+                continue
+            consent = ShopConsent(shop, ConsentRecord.from_json(raw))
+            if consent.live_grants(now) or (tokens and not consent.record.withdrawn_at):
+                result.append(consent)
         return result
 
     def withdraw(self, person_id: str, client_id: str, purpose: str | None = None,
                  field: str | None = None) -> list[Grant]:
-        """Withdraw, then revoke the shop's tokens for this person so nothing is cached away."""
-        withdrawn = self.ctx.consents.withdraw(person_id, client_id, purpose, field)
-        if withdrawn:
-            shop = self.ctx.shops.get(client_id)
-            self.ctx.record("consent_withdrawn", actor_type="person", actor_id=person_id,
-                            person=person_id, shop=client_id, fields=[g.field for g in withdrawn],
-                            purposes=[g.purpose for g in withdrawn],
-                            policy_version=shop.config.policy.version if shop else None)
-            if self.ctx.tokens.revoke_person_shop(person_id, client_id):
-                self.ctx.record("token_revoked", actor_type="person", actor_id=person_id,
-                                person=person_id, shop=client_id)
+        """Withdraw: the consent change, the end of every token of the shop for the person and
+        the audit events happen in one step; then the events are relayed into the log and the
+        dead tokens' memory freed."""
+        shop = self.ctx.shops.get(client_id)
+
+        def describe(withdrawn: list[Grant]) -> tuple[list[Staged], Staged | None]:
+            withdrawal = self.ctx.event(
+                "consent_withdrawn", actor_type="person", actor_id=person_id, person=person_id,
+                shop=client_id, fields=[g.field for g in withdrawn],
+                purposes=[g.purpose for g in withdrawn],
+                policy_version=shop.config.policy.version if shop else None)
+            revocation = self.ctx.event("token_revoked", actor_type="person", actor_id=person_id,
+                                        person=person_id, shop=client_id)
+            return [stage(withdrawal)], stage(revocation)
+
+        withdrawn = self.ctx.consents.withdraw(person_id, client_id, purpose, field, describe)
+        self.ctx.tokens.revoke_person_shop(person_id, client_id)
+        self.ctx.relay_staged(person_id)
         return withdrawn
 
     def erase(self, person_id: str) -> None:
-        """Erase the person: every shop's tokens, every consent record, the profile. The
-        audit event stays (pseudonymous id, no values): the log outlives what it records."""
-        self.ctx.record("person_erased", actor_type="person", actor_id=person_id, person=person_id)
-        for shop in self.ctx.shops:
-            self.ctx.tokens.revoke_person_shop(person_id, shop.client_id)
-        self.ctx.profiles.erase(person_id)  # crypto-shredding: the data key is destroyed
-        self.ctx.identities.forget(person_id)  # the next sign-in is a new person
+        """Erase the person in one step: every consent record and grant (so every shop's
+        tokens stop working), the profile and the data key (crypto-shredding), with the
+        audit event, which stays (pseudonymous id, no values): the log outlives what it
+        records. Then the provider links are forgotten (the next sign-in is a new person;
+        the erasure marker covers the moment in between) and the dead tokens freed."""
         keys = self.ctx.store.keys
-        self.ctx.store.redis.delete(
-            *(keys.person_consent(person_id, shop.client_id) for shop in self.ctx.shops))
+        shop_ids = [shop.client_id for shop in self.ctx.shops]
+        deleted = [*self.ctx.consents.erasure_keys(person_id, shop_ids),
+                   keys.person_profile(person_id), keys.vault_data_key(person_id)]
+        event = self.ctx.event("person_erased", actor_type="person", actor_id=person_id,
+                               person=person_id)
+        self.ctx.store.commits.erase_person(person_id, deleted, [stage(event)])
+        self.ctx.profiles.erase(person_id)  # idempotent; drops this process's cached data key
+        self.ctx.identities.forget(person_id)
+        for client_id in shop_ids:
+            self.ctx.tokens.revoke_person_shop(person_id, client_id)
+        self.ctx.relay_staged(person_id)
 
     def export(self, person_id: str) -> dict[str, Any]:
         """Everything the gateway holds about the person, readable (PIPL art. 45, GDPR art. 15/20)."""

@@ -23,6 +23,7 @@ from gateway.oidc.clients import Shop
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.server import ProviderRequest, ProviderServer
 from gateway.oidc.sessions import PendingRequest, Person
+from gateway.oidc.tokens import StaleGrantError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class ErrorPage:
 
 Outcome = Redirect | ErrorPage
 ACCOUNT_SIGN_IN = "account_sign_in"  # marks a parked sign-in for /account, not for a shop
+ISSUE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,24 +130,37 @@ class AuthorizationFlow:
             request_id = request_id or self.ctx.pending.park(dict(params), browser)
             return Redirect(f"/login?{urlencode({'request': request_id})}")
 
-        record = self.ctx.consents.find(person.id, grant.client.client_id)
-        asked = self._asked_items(grant.client, set(grant.requested_fields), record, prompts, parked_at)
-        fresh = record is not None and record.decided_at >= parked_at
-        if asked or (record is None and not fresh):
-            if "none" in prompts:
-                return self._error(ConsentRequiredError(redirect_uri=grant.redirect_uri), state)
-            request_id = request_id or self.ctx.pending.park(dict(params), browser)
-            return Redirect(f"/consent?{urlencode({'request': request_id})}")
-
-        status, body, headers = self.server.create_authorization_response(
-            request, grant_user=person, grant=grant
-        )
-        if request_id:
-            self.ctx.pending.finish(request_id)
-        location = dict(headers).get("Location")
-        if status != 302 or not location:
-            return ErrorPage(str(dict(body).get("error", "server_error")), "")
-        return Redirect(self._with_issuer(location))
+        for _ in range(ISSUE_ATTEMPTS):
+            consent = self.ctx.consents.state(person.id, grant.client.client_id)
+            record = consent.record
+            asked = self._asked_items(grant.client, set(grant.requested_fields), record, prompts,
+                                      parked_at)
+            fresh = record is not None and record.decided_at >= parked_at
+            # No decision yet, or everything withdrawn: the shop gets nothing, not even the
+            # pseudonym, until the person has seen the consent screen (again).
+            undecided = record is None or bool(record.withdrawn_at)
+            if asked or (undecided and not fresh):
+                if "none" in prompts:
+                    return self._error(ConsentRequiredError(redirect_uri=grant.redirect_uri), state)
+                request_id = request_id or self.ctx.pending.park(dict(params), browser)
+                return Redirect(f"/consent?{urlencode({'request': request_id})}")
+            # The code is stored only under the generation this decision read; a withdrawal
+            # in between makes it stale, and the decision is taken again.
+            grant.consent_generation = consent.generation
+            try:
+                status, body, headers = self.server.create_authorization_response(
+                    request, grant_user=person, grant=grant
+                )
+            except StaleGrantError:
+                log.info("consent changed during authorization; deciding again")
+                continue
+            if request_id:
+                self.ctx.pending.finish(request_id)
+            location = dict(headers).get("Location")
+            if status != 302 or not location:
+                return ErrorPage(str(dict(body).get("error", "server_error")), "")
+            return Redirect(self._with_issuer(location))
+        return ErrorPage("temporarily_unavailable", "The consent changed meanwhile. Please try again.")
 
     def _asked_items(self, shop: Shop, requested: set[str], record: ConsentRecord | None,
                      prompts: set[str], parked_at: float) -> list[ConsentItem]:
@@ -153,7 +168,8 @@ class AuthorizationFlow:
         request), otherwise only what is new, widened or expired."""
         items = consent_items(shop.config.policy, self.ctx.catalogue, requested)
         fresh = record is not None and record.decided_at >= parked_at
-        if "consent" in prompts and not fresh:
+        withdrawn = record is not None and bool(record.withdrawn_at)
+        if ("consent" in prompts or withdrawn) and not fresh:
             return items
         return pending_items(items, record, time.time())
 

@@ -18,6 +18,7 @@ from typing import Any
 from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2.rfc6749 import (
     InvalidClientError,
+    InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
     OAuth2Payload,
@@ -41,6 +42,7 @@ from gateway.oidc.context import ProviderContext
 from gateway.oidc.sessions import Person
 from gateway.oidc.tokens import AuthorizationCode, TokenRecord, new_family, new_secret
 from gateway.policy import ClaimsParameterError, requested_fields
+from gateway.store.grants import Exchange
 from gateway.vault.jwe import encrypt_nested_jwt
 from gateway.vault.signing import SigningAlg
 
@@ -145,7 +147,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         person: Person = request.user
         data = request.payload.data
-        self.ctx.tokens.save_code(code, AuthorizationCode(
+        # The flow read the grant generation together with the consent record it decided on;
+        # the code is stored only if that generation is still current (StaleGrantError).
+        self.ctx.tokens.issue_code(code, AuthorizationCode(
             client_id=request.client.client_id,
             person_id=person.id,
             redirect_uri=data["redirect_uri"],
@@ -157,13 +161,16 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             code_challenge_method=data.get("code_challenge_method"),
             amr=list(person.amr),
             fields=list(self.requested_fields),
-        ))
+        ), getattr(self, "consent_generation", None))
         self.ctx.record("code_issued", shop=request.client.client_id, person=person.id)
 
     def query_authorization_code(self, code: str, client: Shop) -> AuthorizationCode | None:
-        record = self.ctx.tokens.consume_code(code)
+        # Peeked, not used up: authlib checks redirect_uri and the PKCE verifier next, and
+        # only :meth:`ProviderServer.save_token` takes the code (so a wrong verifier or a
+        # forged request cannot burn a code it does not own).
+        record = self.ctx.tokens.peek_code(code)
         if record is None:
-            log.info("code rejected", extra={"reason": "unknown, expired or replayed",
+            log.info("code rejected", extra={"reason": "unknown, expired, replayed or withdrawn",
                                              "client_id": client.client_id})
             return None
         if record.client_id != client.client_id:
@@ -173,7 +180,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         return record
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
-        """Nothing to do: :meth:`query_authorization_code` already took the code atomically."""
+        """Nothing to do: :meth:`ProviderServer.save_token` took the code atomically."""
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> Person:
         return Person(authorization_code.person_id, authorization_code.auth_time,
@@ -232,13 +239,15 @@ class RotatingRefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
         return self.server.ctx  # type: ignore[no-any-return]
 
     def authenticate_refresh_token(self, refresh_token: str) -> TokenRecord | None:
-        return self.ctx.tokens.consume_refresh_token(refresh_token)
+        # Peeked, not used up: a request asking for a wider scope fails with invalid_scope
+        # and leaves the refresh token working; :meth:`ProviderServer.save_token` rotates it.
+        return self.ctx.tokens.peek_refresh_token(refresh_token)
 
     def authenticate_user(self, refresh_token: TokenRecord) -> Person:
         return Person(refresh_token.person_id, refresh_token.auth_time)
 
     def revoke_old_credential(self, refresh_token: TokenRecord) -> None:
-        """Nothing to do: :meth:`authenticate_refresh_token` already took it atomically."""
+        """Nothing to do: :meth:`ProviderServer.save_token` took it atomically."""
 
 
 # -- client authentication -------------------------------------------------------------
@@ -406,17 +415,16 @@ class ProviderServer(AuthorizationServer):  # type: ignore[misc]
         """
 
     def save_token(self, token: dict[str, Any], request: OAuth2Request) -> None:
+        """Use up the code or refresh token and store what it is exchanged for, in one
+        script (gateway/store/grants.py); then record it, before the response leaves."""
         source = request.authorization_code or request.refresh_token
+        outcome = self.ctx.tokens.exchange(source, token)
+        if outcome is not Exchange.DONE:
+            log.info("grant refused at exchange", extra={"reason": outcome.name.lower(),
+                                                         "client_id": request.client.client_id})
+            raise InvalidGrantError()
         action: Action = "token_issued" if request.authorization_code else "token_refreshed"
         self.ctx.record(action, shop=request.client.client_id, person=request.user.id)
-        self.ctx.tokens.save_tokens(
-            token,
-            client_id=request.client.client_id,
-            person_id=request.user.id,
-            family=source.family,
-            auth_time=source.auth_time,
-            fields=list(source.fields),
-        )
 
     def create_oauth2_request(self, request: ProviderRequest) -> ProviderRequest:
         return request

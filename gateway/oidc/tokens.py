@@ -4,6 +4,13 @@ Every credential is an opaque random value; Redis holds only its SHA-256 digest 
 name, with a TTL. Everything issued from one authorization (the code, then each access and
 refresh token) belongs to one *family*; a replayed code or refresh token revokes the whole
 family (RFC 6749 §4.1.2, RFC 9700 §4.14.2).
+
+Every record also carries the *generation* of the person's grant to the shop it was issued
+under; the scripts in :mod:`gateway.store.grants` compare it on every load and exchange, so
+a withdrawal, a narrowing or an erasure ends every credential at once, wherever it is
+(outstanding, mid-rotation, racing a replay). Codes and refresh tokens are *peeked* first
+(the request is validated completely while nothing is used up) and *exchanged* last, in one
+script that takes the credential and writes its successors.
 """
 
 from __future__ import annotations
@@ -16,10 +23,15 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from gateway.store import ConsumeOutcome, Store
+from gateway.store import Store
+from gateway.store.grants import Exchange, Issue, NewToken, Peek
 
 TokenKind = Literal["access_token", "refresh_token"]
 CODE_TOMBSTONE_SECONDS = 600  # a code replayed within 10 minutes still revokes its family
+
+
+class StaleGrantError(Exception):
+    """The person's grant changed between the consent decision and issuing the code."""
 
 
 def digest(secret: str) -> str:
@@ -45,6 +57,10 @@ class AuthorizationCode:
     code_challenge_method: str | None = None
     amr: list[str] = field(default_factory=list)
     fields: list[str] = field(default_factory=list)  # catalogue fields the shop asked for
+    gen: int = 0  # the grant generation it was issued under (gateway/store/grants.py)
+    grant_key: str = ""
+    family_key: str = ""
+    key: str = ""  # its own Redis key
 
     def get_redirect_uri(self) -> str:
         return self.redirect_uri
@@ -79,6 +95,9 @@ class TokenRecord:
     expires_at: int
     auth_time: int
     fields: list[str] = field(default_factory=list)
+    gen: int = 0
+    grant_key: str = ""
+    family_key: str = ""
 
     def check_client(self, client: Any) -> bool:
         return bool(client.get_client_id() == self.client_id)
@@ -93,13 +112,14 @@ class TokenRecord:
         return self.expires_at <= time.time()
 
     def is_revoked(self) -> bool:
-        return False  # revoked tokens are deleted from Redis, so a found token is live
+        return False  # only live records are ever loaded (gateway/store/grants.py)
 
 
 class TokenService:
     def __init__(self, store: Store, *, code_ttl: int, access_ttl: int, refresh_ttl: int) -> None:
         self._store = store
         self._keys = store.keys
+        self._grants = store.grants
         self.code_ttl = code_ttl
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
@@ -109,50 +129,54 @@ class TokenService:
 
     # -- codes ---------------------------------------------------------------------------
 
-    def save_code(self, code: str, record: AuthorizationCode) -> None:
-        """Store a new code and index its family under the person and shop (one round trip)."""
-        families = self._keys.person_shop_families(record.person_id, record.client_id)
-        pipe = self._store.redis.pipeline(transaction=False)
-        pipe.set(self._keys.auth_code(digest(code)), json.dumps(asdict(record)), ex=self.code_ttl)
-        pipe.sadd(families, record.family)
-        pipe.expire(families, self.refresh_ttl)
-        pipe.execute()
+    def issue_code(self, code: str, record: AuthorizationCode, generation: int | None) -> None:
+        """Store a new code under the grant generation the consent decision read
+        (``None``: no grant yet, this code starts one). Raises :class:`StaleGrantError`
+        when the grant changed meanwhile: the decision must be taken again."""
+        record.gen = 1 if generation is None else generation
+        record.grant_key = self._keys.person_grant(record.person_id, record.client_id)
+        record.family_key = self._keys.token_family(record.family)
+        record.key = self._keys.auth_code(digest(code))
+        outcome = self._grants.issue(
+            record.key, json.dumps(asdict(record)), self.code_ttl, grant=record.grant_key,
+            erased=self._keys.person_erased(record.person_id), family=record.family_key,
+            family_index=self._keys.person_shop_families(record.person_id, record.client_id),
+            index_ttl=self.refresh_ttl, expected_generation=generation)
+        if outcome is not Issue.DONE:
+            raise StaleGrantError(outcome.name)
 
-    def _consume(self, key: str, tombstone_ttl: int) -> dict[str, Any] | None:
-        """Take a single-use record; a replay revokes its whole family and returns None."""
-        result = self._store.consume_once(key, tombstone_ttl)
-        if result.value is None:
+    def peek_code(self, code: str) -> AuthorizationCode | None:
+        """A live code, not used up (the token request is validated first). A used one is a
+        replay: it revokes everything issued from it."""
+        data = self._peek(self._keys.auth_code(digest(code)), replay=True)
+        return AuthorizationCode(**data) if data is not None else None
+
+    def peek_refresh_token(self, token: str) -> TokenRecord | None:
+        """A live refresh token, not used up; a used one revokes its family (a replay)."""
+        data = self._peek(self._keys.refresh_token(digest(token)), replay=True)
+        return TokenRecord(**data) if data is not None else None
+
+    def _peek(self, key: str, *, replay: bool) -> dict[str, Any] | None:
+        outcome, raw = self._grants.peek(key, family_ttl=self.refresh_ttl, used_is_replay=replay)
+        if raw is None or outcome is Peek.UNKNOWN:
             return None
-        data: dict[str, Any] = json.loads(result.value)
-        if result.outcome is ConsumeOutcome.REPLAYED:
-            self.revoke_family(data["family"])
+        data: dict[str, Any] = json.loads(raw)
+        if outcome is Peek.USED and replay:
             self.on_replay(data["person_id"], data["client_id"])
+        if outcome is not Peek.LIVE or data.get("expires_at", float("inf")) <= time.time():
             return None
         return data
 
-    def consume_code(self, code: str) -> AuthorizationCode | None:
-        """Take a code exactly once. A replay revokes what the first use issued."""
-        data = self._consume(self._keys.auth_code(digest(code)), CODE_TOMBSTONE_SECONDS)
-        return AuthorizationCode(**data) if data is not None else None
-
     # -- tokens --------------------------------------------------------------------------
 
-    def save_tokens(
-        self,
-        token: dict[str, Any],
-        *,
-        client_id: str,
-        person_id: str,
-        family: str,
-        auth_time: int,
-        fields: list[str],
-    ) -> None:
-        """Store the access (and refresh) token of one grant in one transaction."""
+    def exchange(self, source: AuthorizationCode | TokenRecord, token: dict[str, Any]) -> Exchange:
+        """Use up ``source`` (a peeked code or refresh token) and store the access (and
+        refresh) token it is exchanged for, in one script: nothing is stored unless the
+        source was still unused, its grant generation unchanged and its family live."""
         now = int(time.time())
         scope = str(token.get("scope", ""))
-        pipe = self._store.redis.pipeline(transaction=True)
-        family_key = self._keys.token_family(family)
-        members = []
+        fields = list(source.fields)
+        new: list[NewToken] = []
         kinds: tuple[tuple[TokenKind, int], ...] = (
             ("access_token", self.access_ttl), ("refresh_token", self.refresh_ttl))
         for kind, ttl in kinds:
@@ -160,22 +184,30 @@ class TokenService:
             if not value:
                 continue
             key = (self._keys.access_token if kind == "access_token" else self._keys.refresh_token)(
-                digest(value)
-            )
-            record = TokenRecord(kind, key, client_id, person_id, scope, family, now, now + ttl,
-                                 auth_time, fields)
-            pipe.set(key, json.dumps(asdict(record)), ex=ttl)
-            members.append(key)
-        pipe.sadd(family_key, *members)
-        pipe.expire(family_key, self.refresh_ttl)
-        pipe.execute()
+                digest(value))
+            record = TokenRecord(kind, key, source.client_id, source.person_id, scope, source.family,
+                                 now, now + ttl, source.auth_time, fields, source.gen,
+                                 source.grant_key, source.family_key)
+            new.append(NewToken(key, json.dumps(asdict(record)), ttl))
+        is_code = isinstance(source, AuthorizationCode)
+        outcome = self._grants.exchange(
+            source.key, grant=source.grant_key, family=source.family_key,
+            family_index=self._keys.person_shop_families(source.person_id, source.client_id),
+            generation=source.gen,
+            tombstone_ttl=CODE_TOMBSTONE_SECONDS if is_code else self.refresh_ttl,
+            family_ttl=self.refresh_ttl, tokens=new)
+        if outcome is Exchange.REPLAYED:
+            self.on_replay(source.person_id, source.client_id)
+        return outcome
 
     def find_access_token(self, token: str) -> TokenRecord | None:
-        return self._load(self._store.get(self._keys.access_token(digest(token))))
+        data = self._peek(self._keys.access_token(digest(token)), replay=False)
+        return TokenRecord(**data) if data is not None else None
 
     def find_refresh_token(self, token: str) -> TokenRecord | None:
         """Look a refresh token up without using it (introspection, revocation)."""
-        return self._load(self._store.get(self._keys.refresh_token(digest(token))))
+        data = self._peek(self._keys.refresh_token(digest(token)), replay=False)
+        return TokenRecord(**data) if data is not None else None
 
     def find_token(self, token: str, hint: str | None) -> TokenRecord | None:
         # RFC 7009 §2.1 / RFC 7662 §2.1: the hint orders the look-ups, it does not limit them.
@@ -188,42 +220,20 @@ class TokenService:
                 return record
         return None
 
-    def consume_refresh_token(self, token: str) -> TokenRecord | None:
-        """Take a refresh token once (rotation). A replay revokes the whole family."""
-        data = self._consume(self._keys.refresh_token(digest(token)), self.refresh_ttl)
-        return TokenRecord(**data) if data is not None else None
-
     def revoke(self, record: TokenRecord) -> None:
         """RFC 7009 §2.1: revoking a refresh token also ends the access tokens of its grant."""
         if record.kind == "refresh_token":
-            self.revoke_family(record.family)
+            self._grants.revoke_family(record.family_key, self.refresh_ttl)
         else:
             self._store.redis.delete(record.key)
 
-    def revoke_family(self, family: str) -> None:
-        family_key = self._keys.token_family(family)
-        members = self._store.redis.smembers(family_key)
-        pipe = self._store.redis.pipeline(transaction=True)
-        if members:
-            pipe.delete(*members)
-        pipe.delete(family_key)
-        pipe.execute()
-
     def revoke_person_shop(self, person_id: str, client_id: str) -> int:
-        """End every grant a shop holds for a person (withdrawal, erasure). Returns the count."""
-        families_key = self._keys.person_shop_families(person_id, client_id)
-        families = self._store.members(families_key)
-        for family in families:
-            self.revoke_family(family)
-        self._store.redis.delete(families_key)
-        return len(families)
+        """Delete every family a shop holds for a person; returns how many there were.
 
-    @staticmethod
-    def _load(raw: bytes | None) -> TokenRecord | None:
-        if raw is None or raw.startswith(b"!"):  # "!" marks a used refresh token
-            return None
-        record = TokenRecord(**json.loads(raw))
-        return None if record.is_expired() else record
+        Withdrawal and erasure have already ended them by changing the grant generation;
+        this frees their memory at once instead of at their TTL."""
+        return self._grants.revoke_index(self._keys.person_shop_families(person_id, client_id),
+                                         self.refresh_ttl)
 
 
 def new_family() -> str:

@@ -50,7 +50,10 @@ def userinfo_response(ctx: ProviderContext, authorization: str | None,
     shop = ctx.shops.get(record.client_id)
     if shop is None:  # the shop was removed from policies/ since the token was issued
         return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
-    profile, consent = ctx.profile_and_consent(record.person_id, shop.client_id)
+    state = ctx.release_state(record.person_id, shop.client_id, record.gen)
+    if state is None:  # the consent changed since the token was loaded
+        return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
+    profile, consent = state
     now = time.time()
     consented = consent.consented(now) if consent else set()
     claims, released = release_claims(

@@ -17,6 +17,8 @@ import redis
 from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.store.atomic import AtomicScripts, ConsumeResult
+from gateway.store.commits import Commits
+from gateway.store.grants import GrantScripts
 from gateway.store.keys import KeySpace
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ class Store:
         self.redis = client
         self.keys = KeySpace(prefix)
         self._scripts = AtomicScripts(client)
+        self.grants = GrantScripts(client)
+        self.commits = Commits(self)
         self._embedded = embedded
 
     @property

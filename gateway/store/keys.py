@@ -30,7 +30,24 @@ class KeySpace:
         return f"{self.prefix}fam:{family_id}"
 
     def person_shop_families(self, person_id: str, client_id: str) -> str:
+        """Set of the family keys a shop holds for a person (what withdrawal cleans up)."""
         return f"{self.prefix}{{p:{person_id}}}:families:{client_id}"
+
+    def person_grant(self, person_id: str, client_id: str) -> str:
+        """The grant generation of a person and shop (gateway/store/grants.py)."""
+        return f"{self.prefix}{{p:{person_id}}}:grant:{client_id}"
+
+    def person_erased(self, person_id: str) -> str:
+        """Marker left by erasure: nothing is issued for this person id again."""
+        return f"{self.prefix}{{p:{person_id}}}:erased"
+
+    def person_outbox(self, person_id: str) -> str:
+        """Hash of audit events committed with a state change, not yet in the log."""
+        return f"{self.prefix}{{p:{person_id}}}:outbox"
+
+    def outbox_pending(self) -> str:
+        """Set of persons whose outbox may hold events (a superset: the relay prunes it)."""
+        return f"{self.prefix}outbox:pending"
 
     def person_profile(self, person_id: str) -> str:
         return f"{self.prefix}{{p:{person_id}}}:profile"
@@ -64,9 +81,6 @@ class KeySpace:
 
     def client_assertion_jti(self, client_id: str, jti_digest: str) -> str:
         return f"{self.prefix}jti:{client_id}:{jti_digest}"
-
-    def all_keys_pattern(self) -> str:
-        return f"{self.prefix}*"
 
     # -- vault --
 
@@ -120,6 +134,10 @@ class KeySpace:
 
     def audit_hours(self) -> str:
         return f"{self.prefix}{{audit}}:hours"
+
+    def audit_event_ids(self, day: str) -> str:
+        """Ids of relayed events appended on one UTC day (``yyyymmdd``): appends are idempotent."""
+        return f"{self.prefix}{{audit}}:event-ids:{day}"
 
     def audit_index(self, dimension: str, value: str) -> str:
         return f"{self.prefix}{{audit}}:idx:{dimension}:{value}"

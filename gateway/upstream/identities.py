@@ -44,19 +44,27 @@ class IdentityService:
         """
         link_key = self._link_key(identity)
         alias_keys = [self._key(namespace, subject) for namespace, subject in identity.also_known_as]
-        known = self._store.redis.mget([link_key, *alias_keys])
-        found = next((value for value in known if value), None)
-        candidate = found.decode() if isinstance(found, bytes) else secrets.token_hex(16)
-        # SET NX: two simultaneous first sign-ins of one person agree on one id.
-        self._store.redis.set(link_key, candidate, nx=True)
-        person_id = (self._store.get(link_key) or candidate.encode()).decode()
-        pipe = self._store.redis.pipeline(transaction=False)
-        for alias_key in alias_keys:
-            pipe.set(alias_key, person_id, nx=True)
-        # Remember the person's links so that erasure can forget them (a later sign-in is
-        # then a new person).
-        pipe.sadd(self._store.keys.person_links(person_id), link_key, *alias_keys)
-        pipe.execute()
+        for _ in range(2):
+            known = self._store.redis.mget([link_key, *alias_keys])
+            found = next((value for value in known if value), None)
+            candidate = found.decode() if isinstance(found, bytes) else secrets.token_hex(16)
+            # SET NX: two simultaneous first sign-ins of one person agree on one id.
+            self._store.redis.set(link_key, candidate, nx=True)
+            person_id = (self._store.get(link_key) or candidate.encode()).decode()
+            pipe = self._store.redis.pipeline(transaction=False)
+            for alias_key in alias_keys:
+                pipe.set(alias_key, person_id, nx=True)
+            # Remember the person's links so that erasure can forget them (a later sign-in is
+            # then a new person).
+            pipe.sadd(self._store.keys.person_links(person_id), link_key, *alias_keys)
+            pipe.exists(self._store.keys.person_erased(person_id))
+            if not pipe.execute()[-1]:
+                break
+            # An erasure of this person ended before its links were forgotten: finish that
+            # now, and this sign-in is a new person.
+            self.forget(person_id)
+        else:
+            raise RuntimeError("sign-in kept resolving to an erased person")
         if identity.has_profile:
             self.save_profile(person_id, identity.profile)
         return person_id

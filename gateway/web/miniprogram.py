@@ -35,6 +35,7 @@ import time
 from collections.abc import Mapping
 
 from authlib.oauth2.rfc6749 import (
+    AccessDeniedError,
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
@@ -51,7 +52,7 @@ from gateway.oidc.clients import Shop
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.server import JSON_HEADERS, ProviderRequest, ProviderServer
 from gateway.oidc.server import Response as ProviderResponse
-from gateway.oidc.tokens import AuthorizationCode, new_family, new_secret
+from gateway.oidc.tokens import AuthorizationCode, StaleGrantError, new_family, new_secret
 from gateway.policy import requested_fields
 from gateway.upstream import UpstreamError
 from gateway.upstream.wechat import WeChatMiniProgram
@@ -100,12 +101,20 @@ def mini_program_login(ctx: ProviderContext, server: ProviderServer, program: We
     # The same audit events as a browser sign-in and its authorization code.
     ctx.record("sign_in", actor_type="person", actor_id=person_id, person=person_id)
     code = new_secret()
-    ctx.tokens.save_code(code, AuthorizationCode(
-        client_id=shop.client_id, person_id=person_id, redirect_uri="", scope=scope,
-        family=new_family(), auth_time=int(time.time()), nonce=nonce, code_challenge=challenge,
-        code_challenge_method="S256", amr=[],
-        fields=sorted(requested_fields(scope, None, ctx.catalogue)),
-    ))
+    consent = ctx.consents.state(person_id, shop.client_id)
+    if consent.record is not None and consent.record.withdrawn_at:
+        # Everything was withdrawn from this shop: not even the pseudonym until the person
+        # decides again in the gateway's pages.
+        raise AccessDeniedError(description="The person withdrew consent for this shop.")
+    try:
+        ctx.tokens.issue_code(code, AuthorizationCode(
+            client_id=shop.client_id, person_id=person_id, redirect_uri="", scope=scope,
+            family=new_family(), auth_time=int(time.time()), nonce=nonce, code_challenge=challenge,
+            code_challenge_method="S256", amr=[],
+            fields=sorted(requested_fields(scope, None, ctx.catalogue)),
+        ), consent.generation)
+    except StaleGrantError:  # withdrawn or erased at this very moment: the shop may retry
+        raise MiniProgramUnavailableError() from None
     ctx.record("code_issued", shop=shop.client_id, person=person_id)
     log.info("mini-program sign-in", extra={"client_id": shop.client_id,
                                             "provider": program.provider_id})

@@ -12,7 +12,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from gateway.consent import Grant, receipt_claims
+from gateway.audit.relay import stage
+from gateway.consent import ConsentRecord, Grant, receipt_claims
 from gateway.errors import BrowserError
 from gateway.oidc import bridge
 from gateway.oidc.context import ProviderContext
@@ -20,6 +21,7 @@ from gateway.oidc.endpoints import COOKIE_OPTIONS, browser_id, outcome_response
 from gateway.oidc.flow import AuthorizationFlow, ConsentQuestion, Redirect, TemporarilyUnavailableError
 from gateway.oidc.server import ProviderRequest, ProviderServer
 from gateway.oidc.sessions import SESSION_COOKIE, Person
+from gateway.store.commits import Staged
 from gateway.upstream import UpstreamError
 from gateway.upstream.demo import DEMO_PEOPLE, DemoProvider, find_demo_person
 from gateway.upstream.logins import UpstreamLogins
@@ -207,14 +209,20 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
                 language=language, timestamp=timestamp)
             return ctx.signing_keys.sign(claims, "ES256")
 
-        await bridge.in_worker(lambda: ctx.consents.decide(
-            person.id, shop.client_id, shop.config.policy.version, question.items, granted,
-            make_receipt=make_receipt))
-        await bridge.in_worker(lambda: ctx.record(
-            "consent_granted", actor_type="person", actor_id=person.id, person=person.id,
-            shop=shop.client_id, fields=[f for _, f in granted], purposes=[p for p, _ in granted],
-            policy_version=shop.config.policy.version,
-            outcome="success" if granted or not question.items else "denied"))
+        def describe(_: ConsentRecord, __: list[Grant]) -> list[Staged]:
+            # Committed with the consent record in one step (gateway/store/commits.py).
+            return [stage(ctx.event(
+                "consent_granted", actor_type="person", actor_id=person.id, person=person.id,
+                shop=shop.client_id, fields=[f for _, f in granted], purposes=[p for p, _ in granted],
+                policy_version=shop.config.policy.version,
+                outcome="success" if granted or not question.items else "denied"))]
+
+        def decide() -> None:
+            ctx.consents.decide(person.id, shop.client_id, shop.config.policy.version,
+                                question.items, granted, make_receipt=make_receipt, describe=describe)
+            ctx.relay_staged(person.id)
+
+        await bridge.in_worker(decide)
         return _see_other(f"/authorize/continue?{urlencode({'request': request_id})}")
 
     @router.api_route("/logout", methods=["GET", "POST"])

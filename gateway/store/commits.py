@@ -1,0 +1,138 @@
+"""A state change and the audit events that describe it, committed in one script.
+
+The audit log lives in its own slot (on Redis Cluster, on another node), so a change in a
+person's slot and an append to the log cannot be one transaction. Instead the events are
+written into the person's *outbox* (a hash in the person's slot) by the same script that
+makes the change — both happen or neither does — and are then appended to the log by the
+request and, if that fails, by the relay (:mod:`gateway.audit.relay`), idempotently by
+event id. This module only moves bytes; what a change means is decided by its callers.
+
+The person is added to the pending set in the same pipeline, before the script runs, so the
+set is always a superset of the persons with staged events (the relay prunes it).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from gateway.store.connection import Store
+
+# KEYS[1] record, KEYS[2] grant generation, KEYS[3] outbox, KEYS[4] the shop's family index.
+# ARGV[1] SHA-1 of the record as it was read ('' = absent), ARGV[2] its new value ('' =
+# delete), ARGV[3] '1' = end the grant's generation, ARGV[4] n, then n (id, event) pairs
+# staged always, then one optional (id, event) pair staged only if tokens were live (the
+# family index exists). Returns -1 when the record changed since it was read, 2 when the
+# optional event was staged, 1 otherwise.
+_COMMIT = """
+local current = redis.call('GET', KEYS[1])
+local seen = ''
+if current then seen = redis.sha1hex(current) end
+if seen ~= ARGV[1] then return -1 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1], ARGV[2]) end
+if ARGV[3] == '1' then redis.call('INCR', KEYS[2]) end
+local n = tonumber(ARGV[4])
+for i = 0, n - 1 do
+  redis.call('HSET', KEYS[3], ARGV[5 + 2 * i], ARGV[6 + 2 * i])
+end
+local tail = 5 + 2 * n
+if ARGV[tail] and redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('HSET', KEYS[3], ARGV[tail], ARGV[tail + 1])
+  return 2
+end
+return 1
+"""
+
+# KEYS[1] the erasure marker, KEYS[2] outbox, KEYS[3..] keys deleted with the person.
+# ARGV: (id, event) pairs.
+_ERASE = """
+redis.call('SET', KEYS[1], '1')
+for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+return 1
+"""
+
+# KEYS[1] outbox, KEYS[2] pending set, ARGV[1] person: forget the person in the pending set
+# only if the outbox is empty (checked in the same step, so no staged event is orphaned).
+_PRUNE = """
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+
+class Commit(enum.Enum):
+    CONFLICT = -1  # the record changed since it was read: read again and retry
+    DONE = 1
+    DONE_TOKENS_LIVE = 2  # done, and the optional event (tokens were live) was staged
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """An audit event as staged in an outbox: its id and its canonical JSON."""
+
+    event_id: str
+    payload: bytes
+
+
+class Commits:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._commit = store.redis.register_script(_COMMIT)
+        self._erase = store.redis.register_script(_ERASE)
+        self._prune = store.redis.register_script(_PRUNE)
+
+    def change_record(self, person_id: str, *, record_key: str, grant_key: str, family_index: str,
+                      seen_sha1: str, new_value: str | None, end_generation: bool,
+                      events: Sequence[Staged], if_tokens_live: Staged | None = None) -> Commit:
+        """Replace (or delete) one record of the person if it is still as read, optionally
+        ending the grant's generation, and stage ``events``; one round trip."""
+        keys = self._store.keys
+        args: list[str | bytes | int] = [seen_sha1, new_value or "", "1" if end_generation else "0",
+                                         len(events)]
+        for staged in events:
+            args += [staged.event_id, staged.payload]
+        if if_tokens_live is not None:
+            args += [if_tokens_live.event_id, if_tokens_live.payload]
+        pipe = self._store.redis.pipeline(transaction=False)
+        pipe.sadd(keys.outbox_pending(), person_id)
+        self._commit(keys=[record_key, grant_key, keys.person_outbox(person_id), family_index],
+                     args=args, client=pipe)
+        return Commit(int(cast(int, pipe.execute()[1])))
+
+    def erase_person(self, person_id: str, deleted: Sequence[str], events: Sequence[Staged]) -> None:
+        """Mark the person erased, delete ``deleted`` and stage ``events``; one round trip."""
+        keys = self._store.keys
+        args: list[str | bytes] = []
+        for staged in events:
+            args += [staged.event_id, staged.payload]
+        pipe = self._store.redis.pipeline(transaction=False)
+        pipe.sadd(keys.outbox_pending(), person_id)
+        self._erase(keys=[keys.person_erased(person_id), keys.person_outbox(person_id), *deleted],
+                    args=args, client=pipe)
+        pipe.execute()
+
+    def staged(self, person_id: str) -> list[Staged]:
+        raw = cast(dict[bytes, bytes], self._store.redis.hgetall(self._store.keys.person_outbox(person_id)))
+        return [Staged(k.decode(), v) for k, v in raw.items()]
+
+    def unstage(self, person_id: str, event_ids: Sequence[str]) -> None:
+        """Remove relayed events, and the person from the pending set if nothing is left."""
+        keys = self._store.keys
+        pipe = self._store.redis.pipeline(transaction=False)
+        if event_ids:
+            pipe.hdel(keys.person_outbox(person_id), *event_ids)
+        self._prune(keys=[keys.person_outbox(person_id), keys.outbox_pending()], args=[person_id],
+                    client=pipe)
+        pipe.execute()
+
+    def pending(self, count: int) -> list[str]:
+        """Up to ``count`` persons that may have staged events, in random order (so several
+        relays spread over them)."""
+        members = cast(list[bytes], self._store.redis.srandmember(self._store.keys.outbox_pending(), count))
+        return [m.decode() for m in members]
