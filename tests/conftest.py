@@ -31,6 +31,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.oidc.clients import issue_client_secret
 from gateway.store import Store
+from gateway.store.connection import redis_client
 
 ISSUER = "https://gateway.test"
 # The key ring in the session's keys directory is sealed under this master key, so that
@@ -59,7 +60,7 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def store(redis_url: str) -> Iterator[Store]:
     prefix = f"cgtest:{secrets.token_hex(6)}:"
-    client = redis.Redis.from_url(redis_url)
+    client = redis_client(redis_url)  # the gateway's own client options (no silent re-runs)
     yield Store(client, prefix)
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:

@@ -133,6 +133,11 @@ class AuditLog:
             raise
         return Appended(int(cast(int, index)), digest)
 
+    def forget_cached_state(self) -> None:
+        """Drop what this process remembers of the log (the sealed size): after Redis may have
+        lost data, nothing may be assumed from before."""
+        self._sealed_hint = 0
+
     def size(self) -> int:
         return int(cast(bytes | None, self.store.redis.get(self.store.keys.audit_size())) or 0)
 

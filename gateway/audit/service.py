@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from gateway.audit.checkpointer import Checkpointer
+from gateway.audit.continuity import Continuity
 from gateway.audit.errors import AuditError
 from gateway.audit.events import AuditEvent
 from gateway.audit.keyfile import load_audit_keys
@@ -31,10 +32,13 @@ log = logging.getLogger(__name__)
 
 class AuditService:
     def __init__(self, store: Store, keys_dir: Path, origin: str, every_events: int = 1000,
-                 every_seconds: float = 60.0, sealer: KekSealer | None = None) -> None:
+                 every_seconds: float = 60.0, sealer: KekSealer | None = None,
+                 data_dir: Path | None = None) -> None:
         self.keys = load_audit_keys(keys_dir, origin, sealer)
         self.log = AuditLog(store, self.keys)
         self.checkpointer = Checkpointer(self.log, self.keys.signer, every_events, every_seconds)
+        # Only a serving gateway remembers what it signed; CLI commands open the log without.
+        self.continuity = Continuity(self.log, self.keys.signer, data_dir) if data_dir else None
         self.query = AuditQuery(self.log)
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -62,7 +66,9 @@ class AuditService:
 
     def _checkpoint(self) -> None:
         try:
-            self.checkpointer.maybe_checkpoint()
+            signed = self.checkpointer.maybe_checkpoint()
+            if signed is not None and self.continuity is not None:
+                self.continuity.remember(signed)
         except (AuditError, redis.RedisError) as error:
             log.error("audit checkpoint failed", extra={"reason": str(error)})
 

@@ -240,6 +240,10 @@ class Settings(BaseSettings):
         description="redis:// or rediss:// URL; empty starts an embedded Redis in data_dir.",
     )
     redis_key_prefix: str = Field(default="cg:", min_length=1, max_length=64)
+    redis_assume_persistent: bool = Field(
+        default=False,
+        description="Trust that Redis persists data when it refuses CONFIG GET (managed services).",
+    )
     data_dir: Path = Path("data")
     policies_dir: Path = Path("policies")
     keys_dir: Path = Path("keys")

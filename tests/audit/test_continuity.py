@@ -1,0 +1,115 @@
+"""Continuity: a Redis that lost data is noticed, named, and only accepted on the record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gateway.audit import AuditKeys, AuditLog, Checkpointer
+from gateway.audit.checkpoint import Checkpoint, verify_checkpoint
+from gateway.audit.continuity import Continuity
+from gateway.store import Store
+from tests.audit.factories import fill
+
+
+def signed_at(log: AuditLog, keys: AuditKeys, continuity: Continuity, entries: int) -> Checkpoint:
+    fill(log, entries, start=log.size())
+    signed = Checkpointer(log, keys.signer, every_events=1).checkpoint()
+    assert signed is not None
+    continuity.remember(signed)
+    return signed.checkpoint
+
+
+def wipe(store: Store) -> None:
+    keys = list(store.redis.scan_iter(match=f"{store.keys.prefix}*"))
+    if keys:
+        store.redis.delete(*keys)
+
+
+def test_a_new_store_is_adopted_and_then_checked(audit_log: AuditLog, audit_keys: AuditKeys,
+                                                 tmp_path: Path) -> None:
+    continuity = Continuity(audit_log, audit_keys.signer, tmp_path)
+    assert continuity.check() is None
+    signed_at(audit_log, audit_keys, continuity, 5)
+    fill(audit_log, 3, start=5)  # the log grows past the remembered checkpoint: fine
+    assert continuity.check() is None
+    assert Continuity(audit_log, audit_keys.signer, tmp_path).check() is None  # a restart
+
+
+def test_redis_restarted_empty_is_refused_with_the_way_out(store: Store, audit_log: AuditLog,
+                                                           audit_keys: AuditKeys, tmp_path: Path) -> None:
+    continuity = Continuity(audit_log, audit_keys.signer, tmp_path)
+    continuity.check()
+    signed_at(audit_log, audit_keys, continuity, 4)
+    wipe(store)
+    fill(audit_log, 4)  # the new, unrelated log a careless restart would have started
+    problem = Continuity(audit_log, audit_keys.signer, tmp_path).check()
+    assert problem is not None
+    assert "lost" in problem and "restore Redis" in problem and "gateway audit new-epoch" in problem
+
+
+def test_a_shorter_log_is_refused(store: Store, audit_log: AuditLog, audit_keys: AuditKeys,
+                                  tmp_path: Path) -> None:
+    continuity = Continuity(audit_log, audit_keys.signer, tmp_path)
+    continuity.check()
+    signed_at(audit_log, audit_keys, continuity, 6)
+    store.redis.set(store.keys.audit_size(), 3)  # an older backup
+    problem = continuity.check()
+    assert problem is not None and "has 3 entries" in problem
+
+
+def test_a_rewritten_history_is_refused(store: Store, audit_log: AuditLog, audit_keys: AuditKeys,
+                                        tmp_path: Path) -> None:
+    continuity = Continuity(audit_log, audit_keys.signer, tmp_path)
+    continuity.check()
+    signed_at(audit_log, audit_keys, continuity, 4)
+    store_id = store.get(store.keys.audit_store_id())
+    wipe(store)
+    assert store_id is not None
+    store.redis.set(store.keys.audit_store_id(), store_id)  # same id, other entries
+    fill(audit_log, 6, start=100)
+    problem = continuity.check()
+    assert problem is not None and "differ" in problem
+
+
+def test_another_store_is_refused(store: Store, audit_log: AuditLog, audit_keys: AuditKeys,
+                                  tmp_path: Path) -> None:
+    continuity = Continuity(audit_log, audit_keys.signer, tmp_path)
+    continuity.check()
+    store.redis.set(store.keys.audit_store_id(), "f" * 32)
+    problem = continuity.check()
+    assert problem is not None and "another store" in problem
+
+
+def test_a_new_epoch_is_signed_naming_the_old_logs_last_root(
+    store: Store, audit_log: AuditLog, audit_keys: AuditKeys, tmp_path: Path
+) -> None:
+    continuity = Continuity(audit_log, audit_keys.signer, tmp_path)
+    continuity.check()
+    old = signed_at(audit_log, audit_keys, continuity, 4)
+    wipe(store)
+    assert continuity.check() is not None
+    checkpoint = continuity.new_epoch()
+    assert continuity.check() is None and continuity.problem is None
+    assert checkpoint.extensions[0] == "epoch 2"
+    assert checkpoint.extensions[1].split() == ["previous-epoch", "1", "4",
+                                                 __import__("base64").b64encode(old.root).decode()]
+    latest = Checkpointer(audit_log, audit_keys.signer).latest()
+    assert latest is not None
+    assert verify_checkpoint(latest.note, [audit_keys.signer.verifier]).extensions == checkpoint.extensions
+    assert (tmp_path / "audit" / "epochs.jsonl").read_text().count("\n") == 1
+
+
+def test_the_remembered_checkpoint_only_moves_forward(audit_log: AuditLog, audit_keys: AuditKeys,
+                                                      tmp_path: Path) -> None:
+    continuity = Continuity(audit_log, audit_keys.signer, tmp_path)
+    continuity.check()
+    first = Checkpointer(audit_log, audit_keys.signer, every_events=1)
+    fill(audit_log, 2)
+    small = first.checkpoint()
+    fill(audit_log, 2, start=2)
+    large = first.checkpoint()
+    assert small is not None and large is not None
+    continuity.remember(large)
+    continuity.remember(small)  # another worker, late
+    remembered = continuity.file.load()
+    assert remembered is not None and remembered.size == 4
