@@ -21,6 +21,7 @@ from gateway.audit.staff import StaffDirectory, StaffSessions
 from gateway.config import Settings
 from gateway.consent import ConsentService
 from gateway.errors import BrowserError
+from gateway.gate import ServiceGate
 from gateway.oidc import bridge
 from gateway.oidc.account import AccountService
 from gateway.oidc.clients import ShopRegistry
@@ -73,13 +74,14 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
     # Signing keys are sealed under the KEK ring: keys/ without the master key forges nothing.
     sealer = KekSealer(kek_ring)
     ring = SigningKeyRing(settings.keys_dir, sealer).load_or_create()
-    store = store or open_store(settings)
+    store = store or open_store(settings, serving=True)
     envelope = Envelope(store, kek_ring, cache_size=settings.data_key_cache_size,
                         cache_ttl=float(settings.data_key_cache_ttl))
     profiles = SealedProfiles(store, envelope)
     audit = AuditService(store, settings.keys_dir, settings.audit_log_origin,
                          every_events=settings.audit_checkpoint_events,
-                         every_seconds=settings.audit_checkpoint_seconds, sealer=sealer)
+                         every_seconds=settings.audit_checkpoint_seconds, sealer=sealer,
+                         data_dir=settings.data_dir)
     provider = ProviderContext(
         settings=settings,
         store=store,
@@ -102,6 +104,10 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
     provider.tokens.on_replay = lambda person_id, client_id: provider.record(
         "token_revoked", actor_type="system", actor_id="gateway", person=person_id, shop=client_id,
         outcome="denied")  # a replayed code or refresh token ended its whole grant
+    # Before anything is written: a Redis that lost data is refused, not built upon.
+    continuity = audit.continuity
+    if continuity is not None and continuity.check() is not None:
+        return Gateway(settings, store, provider, ProviderServer(provider), Metrics(), sealer)
     for shop in shops:  # every start records which policy versions it serves
         provider.record("policy_loaded", actor_type="system", actor_id="gateway", shop=shop.client_id,
                         policy_version=shop.config.policy.version)
@@ -118,6 +124,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         stop = threading.Event()
         checkpointing = gateway.provider.audit.start_checkpointing(stop)
         relaying = gateway.provider.relay.start(stop)
+        if gateway.provider.audit.continuity is not None:
+            gateway.provider.audit.continuity.start(stop)
         yield
         stop.set()
         checkpointing.join(timeout=10)
@@ -190,5 +198,12 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                   exc_info=error)
         return JSONResponse({"error": "server_error"}, status_code=500)
 
+    continuity = provider.audit.continuity
+    if continuity is not None:
+        app.add_middleware(
+            ServiceGate, problem=lambda: continuity.problem,
+            page=lambda request, message: renderer.page(
+                request, "error.html", status_code=503, error="temporarily_unavailable",
+                message=message, back_url=None))
     app.add_middleware(TelemetryMiddleware, metrics=gateway.metrics)
     return app

@@ -23,7 +23,6 @@ from urllib.parse import parse_qs, urlencode, urljoin, urlsplit
 
 import httpx2 as httpx
 import pytest
-import redis
 import yaml
 from starlette.testclient import TestClient
 

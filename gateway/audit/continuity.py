@@ -15,8 +15,9 @@ at least as long, and the same tree root at the remembered size (what a consiste
 from the remembered checkpoint shows). On a mismatch the gateway refuses to serve (readiness
 fails, every request 503) and says, in one log line, what was lost and the two ways out:
 restore Redis from a backup (docs/operations.md, "Backup and restore"), or open a new log
-epoch on the record with ``gateway audit new-epoch``, whose first checkpoint names the old
-log's last size and root.
+epoch on the record with ``gateway audit new-epoch``, whose first checkpoint names the new
+store and the old log's last size and root. Other hosts adopt the epoch from that signed
+checkpoint (kept at ``{audit}:epoch``) when it continues the epoch they remember.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, cast
 
 import redis
 
-from gateway.audit.checkpoint import Checkpoint, sign_checkpoint
+from gateway.audit.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from gateway.audit.checkpointer import SignedCheckpoint
 from gateway.audit.errors import AuditError
 
@@ -139,6 +140,8 @@ class Continuity:
             return (f"Redis has lost the gateway's data: the store id is gone and the log holds "
                     f"{self.log.size()} entries where {remembered.size} were signed "
                     f"(identities, consents, keys of people and the audit log); {way_out}")
+        if store_id != remembered.store_id and self._adopt_epoch(remembered, store_id):
+            return None
         if store_id != remembered.store_id:
             return (f"Redis holds another store (id {store_id[:8]}…, remembered {remembered.store_id[:8]}…); "
                     f"{way_out}")
@@ -155,6 +158,29 @@ class Continuity:
                 return (f"the audit log's first {remembered.size} entries differ from the signed "
                         f"checkpoint (root {root[:12]}… instead of {remembered.root[:12]}…); {way_out}")
         return None
+
+    def _adopt_epoch(self, remembered: Remembered, store_id: str) -> bool:
+        """Another host opened a new epoch on the record: adopt it if its signed checkpoint
+        names this store and continues from the epoch this data directory remembers."""
+        raw = cast(bytes | None, self.log.store.redis.get(self.log.store.keys.audit_epoch()))
+        if raw is None:
+            return False
+        try:
+            checkpoint = verify_checkpoint(raw.decode(), [self.signer.verifier], self.signer.name)
+        except (AuditError, UnicodeDecodeError):
+            return False
+        lines = [line.split() for line in checkpoint.extensions]
+        current = next((w for w in lines if len(w) == 3 and w[0] == "epoch"), None)
+        previous = next((w for w in lines if len(w) == 4 and w[0] == "previous-epoch"), None)
+        if current is None or current[2] != store_id or previous is None:
+            return False
+        if int(previous[1]) != remembered.epoch or int(previous[2]) < remembered.size:
+            return False
+        self.file.save(Remembered(store_id, int(current[1]), checkpoint.size,
+                                  base64.b64encode(checkpoint.root).decode(), raw.decode()),
+                       forward_only=False)
+        log.warning("audit log epoch adopted", extra={"epoch": int(current[1])})
+        return True
 
     def remember(self, signed: SignedCheckpoint) -> None:
         """Record a checkpoint this process signed (or saw signed) as the new floor."""
@@ -190,7 +216,7 @@ class Continuity:
         size = self.log.size()
         root = self.log.root(size)
         epoch = (previous.epoch if previous else 0) + 1
-        extensions: tuple[str, ...] = (f"epoch {epoch}",)
+        extensions: tuple[str, ...] = (f"epoch {epoch} {store_id}",)
         if previous is not None:
             extensions += (f"previous-epoch {previous.epoch} {previous.size} {previous.root}",)
         checkpoint = Checkpoint(self.signer.name, size, root, extensions)
@@ -201,6 +227,7 @@ class Continuity:
         # epoch's checkpoints stay in Redis (the old note stays in continuity.json's history).
         self.log.store.redis.zremrangebyscore(keys.audit_checkpoints(), size, "+inf")
         self.log.store.redis.zadd(keys.audit_checkpoints(), {signed.to_json(): size})
+        self.log.store.redis.set(keys.audit_epoch(), note)  # other hosts adopt the epoch from it
         self._archive_previous(previous)
         self.file.save(Remembered(store_id, epoch, size, base64.b64encode(root).decode(), note),
                        forward_only=False)

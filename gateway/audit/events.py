@@ -44,6 +44,7 @@ Action = Literal[
     "policy_loaded",
     "staff_query",
     "staff_export",
+    "log_epoch_started",
 ]
 ActorType = Literal["shop", "person", "staff", "system"]
 Outcome = Literal["success", "denied", "error"]

@@ -9,9 +9,11 @@ between the append and the removal) never append an event twice.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import redis
@@ -31,9 +33,15 @@ RELAY_INTERVAL_SECONDS = 1.0
 RELAY_BATCH = 100
 
 
+_SEQUENCE = itertools.count()
+
+
 def stage(event: AuditEvent) -> Staged:
-    """An event ready for an outbox: a fresh id and its canonical JSON."""
-    return Staged(secrets.token_hex(16), canonical_json(event))
+    """An event ready for an outbox: a fresh id and its canonical JSON. Ids sort in the order
+    events were staged (nanosecond clock, then a per-process sequence, then randomness), which
+    is the order the relay appends them in."""
+    event_id = f"{time.time_ns():020d}{next(_SEQUENCE) % 10**6:06d}{secrets.token_hex(6)}"
+    return Staged(event_id, canonical_json(event))
 
 
 class OutboxRelay:
@@ -55,7 +63,7 @@ class OutboxRelay:
                 log.error("outbox entry unreadable, kept for inspection",
                           extra={"event_id": item.event_id})
                 broken.append(item.event_id)
-        events.sort(key=lambda pair: (pair[0].time, pair[1]))
+        events.sort(key=lambda pair: pair[1])
         done: list[str] = []
         try:
             for event, event_id in events:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from gateway.audit.checkpointer import Checkpointer
-from gateway.audit.continuity import Continuity
+from gateway.audit.continuity import Continuity, ContinuityError
 from gateway.audit.errors import AuditError
 from gateway.audit.events import AuditEvent
 from gateway.audit.keyfile import load_audit_keys
@@ -56,6 +56,9 @@ class AuditService:
         A checkpointing failure is logged, not raised — the event is already recorded, and
         ``verify`` and the stalled checkpoints will say what is wrong.
         """
+        if self.continuity is not None and self.continuity.problem is not None:
+            # Never append to (nor later sign) a log that does not continue the one we signed.
+            raise ContinuityError(self.continuity.problem)
         appended = self.log.append_event(event, event_id)
         if self.checkpointer.due_after(appended.index):
             if self._thread is not None and self._thread.is_alive():
@@ -65,6 +68,8 @@ class AuditService:
         return appended
 
     def _checkpoint(self) -> None:
+        if self.continuity is not None and self.continuity.problem is not None:
+            return
         try:
             signed = self.checkpointer.maybe_checkpoint()
             if signed is not None and self.continuity is not None:

@@ -192,6 +192,33 @@ def audit_export(output: str, fmt: str, **filters: str | None) -> None:
     click.echo(f"wrote {count} lines to {output}")
 
 
+@audit.command("new-epoch")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@one_line_errors
+def audit_new_epoch(yes: bool) -> None:
+    """After lost data: continue on the record with a new log epoch (docs/operations.md)."""
+    from gateway.audit import AuditEvent
+    from gateway.audit.continuity import Continuity
+
+    settings = load_settings()
+    store, service = _audit_service(settings)
+    try:
+        continuity = Continuity(service.log, service.keys.signer, settings.data_dir)
+        problem = continuity.check()
+        if problem is None:
+            click.echo("nothing to do: the log continues the remembered checkpoint")
+            return
+        click.echo(f"found: {problem}")
+        if not yes:
+            click.confirm("Accept what Redis holds now and open a new epoch on the record?", abort=True)
+        # The event goes in first, so the epoch's first checkpoint covers it.
+        service.log.append_event(AuditEvent(actor_type="staff", actor_id="cli", action="log_epoch_started"))
+        checkpoint = continuity.new_epoch()
+    finally:
+        store.close()
+    click.echo(f"new epoch: checkpoint over {checkpoint.size} entries, {' / '.join(checkpoint.extensions)}")
+
+
 @main.group()
 def staff() -> None:
     """Compliance staff (declared in settings as [[staff]] entries)."""

@@ -147,7 +147,13 @@ def check_persistence(client: redis.Redis, assume_persistent: bool) -> None:
     Managed services often disable ``CONFIG``: then ``assume_persistent`` (the operator's word
     that the service persists) is required."""
     try:
-        config = cast(dict[str, str], client.config_get("appendonly", "save", "appendfsync"))
+        # One pattern per CONFIG GET: Redis before 7 (the embedded one is 6.2) takes only one.
+        pipe = client.pipeline(transaction=False)
+        for name in ("appendonly", "save", "appendfsync"):
+            pipe.config_get(name)
+        config: dict[str, str] = {}
+        for reply in cast(list[dict[str, str]], pipe.execute()):
+            config.update(reply)
     except redis.ResponseError:
         if assume_persistent:
             log.info("redis persistence asserted by settings (CONFIG is not available)")
@@ -171,9 +177,10 @@ def check_persistence(client: redis.Redis, assume_persistent: bool) -> None:
                     "'everysec' is recommended")
 
 
-def open_store(settings: Settings) -> Store:
+def open_store(settings: Settings, *, serving: bool = False) -> Store:
     """Connect to Redis (or start the embedded one, or join the one already serving the data
-    directory) and check that it answers and, outside demo mode, that it persists."""
+    directory) and check that it answers; for a gateway about to serve (outside demo mode),
+    also that it persists. CLI commands (verify, export, rewrap) work on any Redis."""
     embedded = None
     if settings.uses_embedded_redis:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -192,6 +199,6 @@ def open_store(settings: Settings) -> Store:
         client.ping()
     except redis.RedisError as error:
         raise ConfigError(f"invalid setting GATEWAY_REDIS_URL: Redis does not answer ({error})") from None
-    if not settings.demo:
+    if serving and not settings.demo:
         check_persistence(client, settings.redis_assume_persistent)
     return Store(client, settings.redis_key_prefix, embedded)

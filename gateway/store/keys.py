@@ -139,6 +139,10 @@ class KeySpace:
         """Random id written once into a new store; remembered outside Redis (continuity)."""
         return f"{self.prefix}{{audit}}:store-id"
 
+    def audit_epoch(self) -> str:
+        """The signed checkpoint that opened the current log epoch (gateway audit new-epoch)."""
+        return f"{self.prefix}{{audit}}:epoch"
+
     def audit_event_ids(self, day: str) -> str:
         """Ids of relayed events appended on one UTC day (``yyyymmdd``): appends are idempotent."""
         return f"{self.prefix}{{audit}}:event-ids:{day}"

@@ -90,7 +90,7 @@ def test_a_new_epoch_is_signed_naming_the_old_logs_last_root(
     assert continuity.check() is not None
     checkpoint = continuity.new_epoch()
     assert continuity.check() is None and continuity.problem is None
-    assert checkpoint.extensions[0] == "epoch 2"
+    assert checkpoint.extensions[0].startswith("epoch 2 ")
     assert checkpoint.extensions[1].split() == ["previous-epoch", "1", "4",
                                                  __import__("base64").b64encode(old.root).decode()]
     latest = Checkpointer(audit_log, audit_keys.signer).latest()
@@ -113,3 +113,22 @@ def test_the_remembered_checkpoint_only_moves_forward(audit_log: AuditLog, audit
     continuity.remember(small)  # another worker, late
     remembered = continuity.file.load()
     assert remembered is not None and remembered.size == 4
+
+
+def test_another_host_adopts_a_new_epoch_signed_on_the_record(
+    store: Store, audit_log: AuditLog, audit_keys: AuditKeys, tmp_path: Path
+) -> None:
+    here, there = tmp_path / "here", tmp_path / "there"
+    mine = Continuity(audit_log, audit_keys.signer, here)
+    theirs = Continuity(audit_log, audit_keys.signer, there)
+    mine.check()
+    theirs.check()
+    signed_at(audit_log, audit_keys, mine, 3)
+    wipe(store)
+    assert mine.check() is not None and theirs.check() is not None
+    mine.new_epoch()
+    assert theirs.check() is None  # adopted from the signed epoch checkpoint
+    remembered = theirs.file.load()
+    assert remembered is not None and remembered.epoch == 2
+    store.redis.set(store.keys.audit_store_id(), "e" * 32)  # an unsigned switch is not adopted
+    assert theirs.check() is not None

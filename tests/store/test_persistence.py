@@ -25,8 +25,9 @@ def test_a_redis_that_keeps_nothing_on_disk_is_refused_outside_demo_mode(tmp_pat
     server = RedisServer(tmp_path / "redis", persistent=False).start()
     try:
         with pytest.raises(ConfigError, match="keeps nothing on disk"):
-            open_store(settings(tmp_path, redis_url=server.url))
-        open_store(settings(tmp_path, redis_url=server.url, demo=True)).close()  # demo: allowed
+            open_store(settings(tmp_path, redis_url=server.url), serving=True)
+        open_store(settings(tmp_path, redis_url=server.url, demo=True), serving=True).close()
+        open_store(settings(tmp_path, redis_url=server.url)).close()  # a CLI command: allowed
     finally:
         server.kill()
 
@@ -37,7 +38,8 @@ def test_asserting_persistence_lets_a_managed_redis_through_with_a_warning(
     server = RedisServer(tmp_path / "redis", persistent=False).start()
     try:
         with caplog.at_level(logging.WARNING, logger="gateway.store.connection"):
-            open_store(settings(tmp_path, redis_url=server.url, redis_assume_persistent=True)).close()
+            open_store(settings(tmp_path, redis_url=server.url, redis_assume_persistent=True),
+                       serving=True).close()
         assert "ASSUME_PERSISTENT" in caplog.text
     finally:
         server.kill()
@@ -46,9 +48,13 @@ def test_asserting_persistence_lets_a_managed_redis_through_with_a_warning(
 def test_a_persistent_redis_is_accepted(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "redis").start()
     try:
-        open_store(settings(tmp_path, redis_url=server.url)).close()
+        open_store(settings(tmp_path, redis_url=server.url), serving=True).close()
     finally:
         server.kill()
+
+
+def test_the_embedded_redis_passes_the_persistence_check(tmp_path: Path) -> None:
+    open_store(settings(tmp_path), serving=True).close()
 
 
 def test_a_second_process_joins_the_embedded_redis_and_never_stops_it(tmp_path: Path) -> None:
