@@ -87,3 +87,20 @@ def test_a_gateway_restarted_on_an_emptied_redis_refuses_from_the_start(tmp_path
     finally:
         gateway.stop()
         redis_server.kill()
+
+
+def test_a_gateway_on_a_redis_without_persistence_refuses_to_start(tmp_path: Path) -> None:
+    import secrets
+
+    redis_server = RedisServer(tmp_path / "redis", persistent=False).start()
+    gateway = GatewayProcess(tmp_path / "gw", redis_server.url, extra_env={
+        "GATEWAY_DEMO": "false", "GATEWAY_MASTER_KEY": secrets.token_hex(32),
+        "GATEWAY_ISSUER": "https://gateway.test"})
+    try:
+        assert gateway.cli("keys", "init").returncode == 0
+        served = gateway.cli("serve", "--port", str(gateway.port), timeout=60)
+        assert served.returncode != 0
+        assert "keeps nothing on disk" in served.stdout + served.stderr
+        assert (served.stdout + served.stderr).strip().count("\n") == 0  # one line
+    finally:
+        redis_server.kill()
