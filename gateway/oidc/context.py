@@ -117,7 +117,7 @@ class ProviderContext:
             return None
         if staged:
             self.relay.flush(person_id)
-        profile = self.profiles.open(person_id, replies[3])
+        profile = self.profiles.open_replies(person_id, replies[3:3 + self.profiles.READ_COMMANDS])
         return profile, ConsentRecord.from_json(raw_consent) if raw_consent else None
 
     @property

@@ -3,9 +3,10 @@
 Why: sealing a field must cost at most one Redis round trip (reading the wrapped data
 key), and a person's profile is read on every userinfo call; without a cache every call
 would also unwrap. Why bounded: the cache holds plaintext data keys, so its size and
-lifetime bound how much key material a memory dump of one process exposes, and how long
-an erasure done by *another* process takes to reach this one (at most ``ttl_seconds``).
-Erasure in this process removes the entry at once.
+lifetime bound how much key material a memory dump of one process exposes. Erasure is not
+bounded by the lifetime: every use of a cached key is checked against the wrapped key read
+in the same round trip (SealedProfiles), so an erasure by *another* process takes effect
+at the next use; erasure in this process removes the entry at once.
 """
 
 from __future__ import annotations

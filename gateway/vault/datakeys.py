@@ -127,6 +127,10 @@ class DataKeyStore:
             return _as_data_key(parse_header(candidate), material)
         return _as_data_key(*unwrap(self._ring, person_id, stored))
 
+    def from_wrapped(self, person_id: str, wrapped: bytes) -> DataKey:
+        """Unwrap a wrapped key read by the caller (in its own pipeline)."""
+        return _as_data_key(*unwrap(self._ring, person_id, wrapped))
+
     def get(self, person_id: str) -> DataKey | None:
         """The person's data key, or None when there is none (never created, or erased)."""
         stored = self._store.get(self._store.keys.vault_data_key(person_id))

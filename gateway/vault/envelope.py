@@ -37,7 +37,7 @@ from gateway.vault.cache import (
     DataKey,
     DataKeyCache,
 )
-from gateway.vault.datakeys import DataKeyStore
+from gateway.vault.datakeys import DataKeyStore, parse_header
 from gateway.vault.errors import DataKeyErasedError, SealedDataError
 from gateway.vault.keyring import KeyRing
 
@@ -97,6 +97,26 @@ class Envelope:
             )
         return key
 
+    def key_from_wrapped(self, person_id: str, wrapped: bytes | None) -> DataKey | None:
+        """The person's data key given the wrapped key *as just read from Redis* (read in the
+        same round trip as the sealed data): the cached copy only if it is still the stored
+        one, so an erasure by another process takes effect at the next use, not at the end of
+        the cache lifetime. None (and the cached copy forgotten) when the key was erased."""
+        if wrapped is None:
+            self._cache.discard(person_id)
+            return None
+        header = parse_header(wrapped)
+        cached = self._cache.get(person_id)
+        if cached is not None and cached.data_key_id == header.data_key_id:
+            return cached
+        key = self._keys.from_wrapped(person_id, wrapped)
+        self._cache.put(person_id, key)
+        return key
+
+    def forget(self, person_id: str) -> None:
+        """Drop the cached data key (it proved stale)."""
+        self._cache.discard(person_id)
+
     # -- one field ---------------------------------------------------------------------
 
     def seal_field(self, person_id: str, field: str, plaintext: bytes | str) -> bytes:
@@ -138,13 +158,21 @@ class Envelope:
 
     def seal_profile(self, person_id: str, fields: Mapping[str, bytes | str]) -> dict[str, bytes]:
         """Seal every field of a profile with at most one Redis round trip."""
-        key = self._sealing_key(person_id)
-        return {name: self._seal(key, person_id, name, _as_bytes(value)) for name, value in fields.items()}
+        return self.seal_profile_keyed(person_id, fields)[1]
 
-    def open_profile(self, person_id: str, sealed: Mapping[str, bytes]) -> dict[str, bytes]:
-        """Open every field of a sealed profile with at most one Redis round trip."""
+    def seal_profile_keyed(self, person_id: str, fields: Mapping[str, bytes | str]
+                           ) -> tuple[int, dict[str, bytes]]:
+        """Like :meth:`seal_profile`, also returning the data key id used, so that the write
+        can be made conditional on that key still being the person's (SealedProfiles.save)."""
+        key = self._sealing_key(person_id)
+        return key.data_key_id, {name: self._seal(key, person_id, name, _as_bytes(value))
+                                 for name, value in fields.items()}
+
+    def open_profile(self, person_id: str, sealed: Mapping[str, bytes],
+                     key: DataKey | None = None) -> dict[str, bytes]:
+        """Open every field of a sealed profile with at most one Redis round trip (none with
+        ``key``, the key returned by :meth:`key_from_wrapped`)."""
         opened: dict[str, bytes] = {}
-        key: DataKey | None = None  # held here too: with the cache off, still one read
         for name, blob in sealed.items():
             data_key_id = self._parse(blob, name)
             if key is None or key.data_key_id != data_key_id:
@@ -157,8 +185,9 @@ class Envelope:
     def erase_person(self, person_id: str) -> bool:
         """Crypto-shred a person: delete the wrapped data key and forget the cached one.
 
-        True if a data key existed. Other processes drop their cached copy within the
-        cache lifetime (``cache_ttl``); a later sign-in creates a fresh data key.
+        True if a data key existed. Other processes notice at their next use: every read of
+        sealed data also reads the wrapped key (:meth:`key_from_wrapped`) and every profile
+        write is conditional on it (SealedProfiles.save).
         """
         self._cache.discard(person_id)
         existed = self._keys.delete(person_id)
