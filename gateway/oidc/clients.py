@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.config.settings import check_https_url
 from gateway.errors import ConfigError
+from gateway.oidc.sectors import verified_sector
 from gateway.policy import ShopPolicy
 from gateway.vault.errors import UnsupportedAlgorithmError
 from gateway.vault.files import write_private_file
@@ -132,13 +133,6 @@ class ShopConfig(BaseModel):
         return {urlsplit(uri).hostname or "" for uri in self.redirect_uris}
 
     @property
-    def sector(self) -> str:
-        """The pairwise-subject sector (OIDC Core §8.1)."""
-        if self.sector_identifier_uri:
-            return urlsplit(self.sector_identifier_uri).hostname or self.sector_identifier_uri
-        return next(iter(self.redirect_hosts))
-
-    @property
     def is_public(self) -> bool:
         return self.token_endpoint_auth_method == "none"
 
@@ -150,9 +144,12 @@ def secret_digest(secret: str) -> str:
 class Shop:
     """A shop as authlib's ``ClientMixin`` sees it."""
 
-    def __init__(self, config: ShopConfig, keys_dir: Path, default_alg: str) -> None:
+    def __init__(self, config: ShopConfig, keys_dir: Path, default_alg: str,
+                 sector: str | None = None) -> None:
         self.config = config
         self.client_id = config.client_id
+        # The pairwise-subject sector, decided once at load (gateway/oidc/sectors.py).
+        self.sector = sector or f"shop:{config.client_id}"
         self.id_token_signed_response_alg: SigningAlg = (
             config.id_token_signed_response_alg or default_alg  # type: ignore[assignment]
         )
@@ -247,7 +244,9 @@ class ShopRegistry:
             config = load_shop_file(path)
             if config.client_id in shops:
                 raise ConfigError(f"invalid shop file {path}: duplicate client_id {config.client_id}")
-            shops[config.client_id] = Shop(config, keys_dir, default_alg)
+            sector = verified_sector(config.client_id, config.sector_identifier_uri,
+                                     config.redirect_uris, keys_dir)
+            shops[config.client_id] = Shop(config, keys_dir, default_alg, sector)
         return cls(shops)
 
     def get(self, client_id: str | None) -> Shop | None:

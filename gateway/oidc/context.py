@@ -89,7 +89,7 @@ class ProviderContext:
         return f"{self.settings.issuer}{path}"
 
     def subject_for(self, shop: Shop, person_id: str) -> str:
-        return pairwise_subject(self.pairwise_secret, shop.config.sector, person_id)
+        return pairwise_subject(self.pairwise_secret, shop.sector, person_id)
 
     def shop_key(self, shop_id: str) -> bytes:
         """The key a shop's pseudonyms and relay aliases are made with: one per shop, so two

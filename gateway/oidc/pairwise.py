@@ -2,7 +2,8 @@
 
 ``sub = base64url(HMAC-SHA256(secret, sector || 0x00 || person_id))``: stable for one shop,
 different for every sector, and not reversible without the gateway's secret
-(``keys/pairwise.key``).
+(``keys/pairwise.key``). The sector is the shop itself unless it names a verified
+``sector_identifier_uri`` (gateway/oidc/sectors.py).
 """
 
 from __future__ import annotations

@@ -89,7 +89,8 @@ class SealedProfiles:
     def open(self, person_id: str, raw: Mapping[bytes, bytes] | None) -> dict[str, Any]:
         """Open a sealed profile hash read elsewhere (a backup, a copy): reads the person's
         wrapped key now, so an erased person's copies never open."""
-        return self.open_replies(person_id, [raw, self._store.get(self._store.keys.vault_data_key(person_id))])
+        wrapped = self._store.get(self._store.keys.vault_data_key(person_id))
+        return self.open_replies(person_id, [raw, wrapped])
 
     def load(self, person_id: str) -> dict[str, Any]:
         pipe = self._store.redis.pipeline(transaction=True)
