@@ -64,6 +64,16 @@ _TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 # A release may serve several purposes at once: their ids, sorted, joined by "+".
 _PURPOSES_PATTERN = r"^[a-z][a-z0-9_-]{0,39}(\+[a-z][a-z0-9_-]{0,39}){0,15}$"
 
+def is_identifier(value: str) -> bool:
+    """Whether ``value`` may stand in an event's id fields (person, shop, actor)."""
+    return re.fullmatch(_ID_PATTERN[1:-1], value) is not None
+
+
+def is_name(value: str) -> bool:
+    """Whether ``value`` may stand in an event's field names."""
+    return re.fullmatch(_NAME_PATTERN[1:-1], value) is not None
+
+
 Identifier = Annotated[str, StringConstraints(pattern=_ID_PATTERN)]
 Name = Annotated[str, StringConstraints(pattern=_NAME_PATTERN)]
 Purposes = Annotated[str, StringConstraints(pattern=_PURPOSES_PATTERN)]

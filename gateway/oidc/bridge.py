@@ -9,13 +9,15 @@ framework (docs/architecture.md explains the choice and its measured cost).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
-from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
+from authlib.oauth2.rfc6749 import InvalidClientError, InvalidRequestError, OAuth2Error
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -72,8 +74,22 @@ def query_fields(request: Request) -> list[tuple[str, str]]:
     return parse_fields(text, "query string")
 
 
+def check_basic_credentials(authorization: str | None) -> None:
+    """RFC 7617: Basic credentials are base64 of UTF-8 ``id:secret``. authlib decodes them
+    without catching a malformed value (a 500); refuse it here as the client error it is."""
+    if not authorization or not authorization[:6].lower() == "basic ":
+        return
+    try:
+        decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise InvalidClientError(description="Malformed HTTP Basic credentials.") from None
+    if ":" not in decoded:
+        raise InvalidClientError(description="Malformed HTTP Basic credentials.")
+
+
 async def provider_request(request: Request, endpoint_url: str, max_bytes: int) -> ProviderRequest:
     """Build authlib's request object from a Starlette request."""
+    check_basic_credentials(request.headers.get("authorization"))
     form = await read_form(request, max_bytes)
     return ProviderRequest(request.method, endpoint_url, request.headers, query_fields(request), form)
 

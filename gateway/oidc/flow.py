@@ -10,6 +10,7 @@ Errors go back to the shop only when the client and its redirect URI are known a
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -42,6 +43,7 @@ class ErrorPage:
 Outcome = Redirect | ErrorPage
 ACCOUNT_SIGN_IN = "account_sign_in"  # marks a parked sign-in for /account, not for a shop
 ISSUE_ATTEMPTS = 3
+_RESPONSE_TYPE = re.compile(r"[a-z_]{1,32}( [a-z_]{1,32}){0,3}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,11 @@ class AuthorizationFlow:
         self.server = server
 
     def _request(self, params: list[tuple[str, str]]) -> ProviderRequest:
+        # authlib quotes response_type in its error description and refuses to build an
+        # error whose description holds characters RFC 6749 §4.1.2.1 forbids (a ValueError,
+        # so a 500): anything but the simple token syntax becomes a value it reports cleanly.
+        params = [(k, v if k != "response_type" or _RESPONSE_TYPE.fullmatch(v) else "invalid")
+                  for k, v in params]
         return ProviderRequest("GET", self.ctx.endpoint("/authorize"), {}, params, [])
 
     def _error(self, error: OAuth2Error, state: str | None) -> Outcome:

@@ -404,6 +404,17 @@ class ProviderServer(AuthorizationServer):  # type: ignore[misc]
     def query_client(self, client_id: str) -> Shop | None:
         return self.ctx.shops.get(client_id)
 
+    def authenticate_client(self, request: OAuth2Request, methods: list[str],
+                            endpoint: str = "token") -> Shop:
+        """authlib's client authentication, plus: a ``client_id`` in the body must name the
+        client that authenticated (RFC 6749 §2.3: one authentication method per request;
+        HTTP Basic for one shop with a body naming another is a confused request)."""
+        client: Shop = super().authenticate_client(request, methods, endpoint)
+        named = request.payload.data.get("client_id")
+        if named is not None and named != client.client_id:
+            raise InvalidClientError(description="The client_id does not match the authenticated client.")
+        return client
+
     def validate_requested_scope(self, scope: str | None) -> None:
         """Ignore scope values the gateway does not know rather than refuse the request.
 

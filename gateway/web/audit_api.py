@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from gateway.audit import AuditFilter, AuditService
+from gateway.audit.events import is_identifier, is_name
 from gateway.audit.errors import AuditError
 from gateway.audit.events import ACTIONS, OUTCOMES
 from gateway.audit.export import export_csv, export_jsonl
@@ -53,9 +54,13 @@ def parse_filter(params: dict[str, str]) -> AuditFilter:
         raise ValueError(f"unknown action; one of {', '.join(ACTIONS)}")
     if values.get("outcome") and values["outcome"] not in OUTCOMES:
         raise ValueError(f"unknown outcome; one of {', '.join(OUTCOMES)}")
-    for name in ("person", "shop", "field"):
-        if len(values.get(name, "")) > 128:
-            raise ValueError(f"{name} is too long")
+    # The filter is written into the staff_query event: values the event model refuses
+    # (``*``, spaces, …) would otherwise surface as a 500 when the query is recorded.
+    for name in ("person", "shop"):
+        if name in values and not is_identifier(values[name]):
+            raise ValueError(f"{name} must be an id: letters, digits and _.:=+/- (at most 128)")
+    if "field" in values and not is_name(values["field"]):
+        raise ValueError("field must be a catalogue field name, e.g. phone")
     try:
         return AuditFilter(**values)
     except ValueError:

@@ -56,7 +56,8 @@ def test_query_by_action_and_field_with_cursor_pagination(staff_client: Any) -> 
 
 def test_bad_filters_get_a_clear_error(staff_client: Any) -> None:
     client, auditor, _ = staff_client
-    for params in ({"action": "nonsense"}, {"since": "yesterday"}, {"cursor": "-1"}, {"limit": "x"}):
+    for params in ({"action": "nonsense"}, {"since": "yesterday"}, {"cursor": "-1"}, {"limit": "x"},
+                   {"person": "*"}, {"shop": "Shop A"}, {"field": "Phone!"}):  # issue 14: were 500s
         reply = get(client, "/audit/api/events", auditor, **params)
         assert reply.status_code == 400 and reply.json()["error"] == "invalid_request"
 

@@ -1,0 +1,40 @@
+"""No input gives a 500: each class found by the red-team pass of issue 14 answers 400 in the
+protocol's own format."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.conftest import ShopHandle, authorize_params, pkce_pair, query_of
+
+
+@pytest.mark.parametrize("response_type", ['"', "中", "code\n", "code token", ""])
+def test_a_malformed_response_type_is_an_error_not_a_500(client: TestClient, shop: ShopHandle,
+                                                         response_type: str) -> None:
+    params = authorize_params(shop, pkce_pair()[1], response_type=response_type)
+    reply = client.get(f"/authorize?{urlencode(params)}")
+    assert reply.status_code in (302, 400), reply.text
+    if reply.status_code == 302:
+        assert query_of(reply.headers["location"])["error"] in ("unsupported_response_type",
+                                                                 "invalid_request")
+
+
+@pytest.mark.parametrize("path", ["/token", "/revoke", "/introspect"])
+@pytest.mark.parametrize("header", ["Basic /w==", "Basic %%%", "Basic " + "A" * 3, "Basic Zm9v"])
+def test_a_malformed_basic_header_is_invalid_client(client: TestClient, path: str, header: str) -> None:
+    reply = client.post(path, data={"grant_type": "authorization_code", "code": "x", "token": "x"},
+                        headers={"Authorization": header})
+    assert reply.status_code in (400, 401), reply.text
+    assert reply.json()["error"] in ("invalid_client", "invalid_request")
+
+
+def test_a_body_client_id_naming_another_shop_than_basic_is_invalid_client(
+    client: TestClient, shop: ShopHandle, make_shop: object
+) -> None:
+    reply = client.post("/token", data={"grant_type": "authorization_code", "code": "x",
+                                        "client_id": "shop-other"},
+                        auth=(shop.client_id, shop.secret or ""))
+    assert reply.status_code in (400, 401) and reply.json()["error"] == "invalid_client"
