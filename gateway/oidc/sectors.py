@@ -8,7 +8,8 @@ is the shop in that sector, and shops naming the same verified URI share subject
 sector is the whole URI, not only its host as §8.1 says: one platform host often serves
 documents for unrelated shop groups.
 
-Fetching (classic httpx, like every call to a third party): https only, no redirects, at most ``MAX_BYTES``, within ``DEADLINE_SECONDS`` in
+Fetching (classic httpx, like every call to a third party): https only, no redirects, at
+most ``MAX_BYTES``, within ``DEADLINE_SECONDS`` in
 total (not per read). A verified document is remembered in ``keys/shops/<id>.sector`` (the
 URI and the redirect URIs it covered), so that a restart while the shop's host is down
 keeps the shop's sector; a document that answers but does not list the redirect URIs

@@ -18,9 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from gateway.audit import AuditFilter, AuditService
-from gateway.audit.events import is_identifier, is_name
 from gateway.audit.errors import AuditError
-from gateway.audit.events import ACTIONS, OUTCOMES
+from gateway.audit.events import ACTIONS, OUTCOMES, is_identifier, is_name
 from gateway.audit.export import export_csv, export_jsonl
 from gateway.audit.staff import StaffDirectory, StaffSessions
 from gateway.config.staff import StaffMember
