@@ -54,14 +54,14 @@ def test_a_persistent_redis_is_accepted(tmp_path: Path) -> None:
 
 
 def test_the_embedded_redis_passes_the_persistence_check(tmp_path: Path) -> None:
-    open_store(settings(tmp_path), serving=True).close()
+    open_store(settings(tmp_path, redis_url=""), serving=True).close()
 
 
 def test_a_second_process_joins_the_embedded_redis_and_never_stops_it(tmp_path: Path) -> None:
-    owner = open_store(settings(tmp_path, demo=True))
+    owner = open_store(settings(tmp_path, demo=True, redis_url=""))
     try:
         owner.redis.set("cg:probe", "1")
-        guest = open_store(settings(tmp_path, demo=True))  # a CLI command in the same data dir
+        guest = open_store(settings(tmp_path, demo=True, redis_url=""))  # a CLI command in the same data dir
         assert guest.get("cg:probe") == b"1"
         guest.close()
         assert owner.ping()
