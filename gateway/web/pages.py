@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from authlib.oauth2.rfc6749 import AccessDeniedError, OAuth2Error
@@ -225,6 +226,13 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
         await bridge.in_worker(decide)
         return _see_other(f"/authorize/continue?{urlencode({'request': request_id})}")
 
+    def _hint_names_session(claims: dict[str, Any] | None, session_id: str | None) -> bool:
+        if claims is None or not session_id:
+            return claims is not None
+        person = ctx.sessions.find(session_id)
+        shop = ctx.shops.get(claims.get("aud") if isinstance(claims.get("aud"), str) else None)
+        return bool(person and shop and ctx.subject_for(shop, person.id) == claims.get("sub"))
+
     @router.api_route("/logout", methods=["GET", "POST"])
     async def logout(request: Request) -> Response:
         # RP-Initiated Logout §2: a shop may send the logout request by GET or by POST. Only
@@ -249,7 +257,10 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
             # RP-Initiated Logout §4: on errors, never redirect.
             raise BrowserError(error.error, error.get_error_description() or "") from None
         session_id = request.cookies.get(SESSION_COOKIE)
-        if validated.needs_confirmation and session_id and not confirmed:
+        # An ID token of someone else (another person, or another browser's session) proves
+        # nothing about this session: ask, like a request without a hint (logout CSRF).
+        hint_is_ours = await bridge.in_worker(_hint_names_session, validated.id_token_claims, session_id)
+        if (validated.needs_confirmation or not hint_is_ours) and session_id and not confirmed:
             return web.renderer.page(request, "logout.html", params=params, done=False,
                                      csrf=token_for(request, "logout"))
         await bridge.in_worker(ctx.sessions.end, session_id)

@@ -137,3 +137,17 @@ def test_shop_policy_is_public_and_versioned(client: TestClient, shop: ShopHandl
     assert client.get(f"/policies/{shop.client_id}/v1").status_code == 200
     assert client.get(f"/policies/{shop.client_id}/v9").status_code == 404
     assert client.get("/policies/nobody").status_code == 404
+
+
+def test_logout_with_another_persons_id_token_asks_before_ending_the_session(
+    client: TestClient, shop: ShopHandle
+) -> None:
+    """Issue 14: any ID token used to end the victim's session silently (logout CSRF)."""
+    attacker, victim = Browser(client), Browser(client)
+    final, _, verifier = sign_in(attacker, shop, person="han-meimei")
+    token = exchange_code(client, shop, query_of(final.headers["location"])["code"], verifier).json()
+    sign_in(victim, shop)
+    reply = victim.request("GET", "/logout?" + urlencode({
+        "id_token_hint": token["id_token"], "post_logout_redirect_uri": "https://shop.example/"}))
+    assert reply.status_code == 200 and 'name="confirm"' in reply.text
+    assert "__Host-cg_session" in victim.cookies
