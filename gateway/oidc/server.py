@@ -21,6 +21,7 @@ from authlib.oauth2.rfc6749 import (
     InvalidGrantError,
     InvalidRequestError,
     InvalidScopeError,
+    OAuth2Error,
     OAuth2Payload,
     OAuth2Request,
     grants,
@@ -96,6 +97,16 @@ class ProviderRequest(OAuth2Request):  # type: ignore[misc]
 # -- authorization code ----------------------------------------------------------------
 
 
+class RequestNotSupportedError(OAuth2Error):  # type: ignore[misc]
+    error = "request_not_supported"
+    description = "Request objects are not supported."
+
+
+class RequestUriNotSupportedError(OAuth2Error):  # type: ignore[misc]
+    error = "request_uri_not_supported"
+    description = "request_uri is not supported."
+
+
 class S256CodeChallenge(CodeChallenge):  # type: ignore[misc]
     """PKCE with S256 only, on every authorization request (RFC 9700 §2.1.1, RFC 7636)."""
 
@@ -132,6 +143,16 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
 
     def validate_authorization_request(self) -> str:
         redirect_uri: str = super().validate_authorization_request()
+        data = self.request.payload.data
+        # OIDC Core §6 / RFC 9101: request objects are not supported, and say so rather than
+        # silently ignoring parameters the shop thinks are in force.
+        if "request" in data:
+            raise RequestNotSupportedError(redirect_uri=redirect_uri)
+        if "request_uri" in data:
+            raise RequestUriNotSupportedError(redirect_uri=redirect_uri)
+        if data.get("response_mode", "query") != "query":
+            raise InvalidRequestError("Unsupported 'response_mode'; only 'query' is supported.",
+                                      redirect_uri=redirect_uri)
         if "openid" not in (self.request.scope or "").split():
             raise InvalidScopeError("The scope must include 'openid'.", redirect_uri=redirect_uri)
         try:

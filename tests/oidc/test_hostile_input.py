@@ -38,3 +38,18 @@ def test_a_body_client_id_naming_another_shop_than_basic_is_invalid_client(
                                         "client_id": "shop-other"},
                         auth=(shop.client_id, shop.secret or ""))
     assert reply.status_code in (400, 401) and reply.json()["error"] == "invalid_client"
+
+
+@pytest.mark.parametrize("extra, error", [
+    ({"request": "eyJhbGciOiJub25lIn0.e30."}, "request_not_supported"),
+    ({"request_uri": "https://shop.example/req.jwt"}, "request_uri_not_supported"),
+    ({"response_mode": "fragment"}, "invalid_request"),
+    ({"response_mode": "form_post"}, "invalid_request"),
+])
+def test_unsupported_authorization_parameters_are_refused_not_ignored(
+    client: TestClient, shop: ShopHandle, extra: dict[str, str], error: str
+) -> None:
+    params = authorize_params(shop, pkce_pair()[1], **extra)
+    reply = client.get(f"/authorize?{urlencode(params)}")
+    assert reply.status_code == 302
+    assert query_of(reply.headers["location"])["error"] == error
