@@ -70,6 +70,10 @@ class ShopConfig(BaseModel):
     jwks: dict[str, Any] | None = None
     jwks_uri: str | None = None
     sector_identifier_uri: str | None = None
+    # private_key_jwt: also accept the token endpoint URL (one string) as the assertion's
+    # audience, and 10-minute assertions, for client libraries that predate the 2025
+    # audience advisory. Off by default (docs/shops.md).
+    legacy_assertion_audience: bool = False
     policy: ShopPolicy = Field(default_factory=ShopPolicy)
 
     @field_validator("redirect_uris", "post_logout_redirect_uris")

@@ -54,6 +54,8 @@ TOKEN_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_
 # sends it), "EdDSA" the older polymorphic one that RFC 9864 deprecates but libraries
 # still send.
 ASSERTION_ALGORITHMS = ("ES256", "RS256", "PS256", "Ed25519", "EdDSA")
+MAX_ASSERTION_SECONDS = 300  # client assertions are made per request; minutes are plenty
+LEGACY_ASSERTION_SECONDS = 600  # oic 1.7 makes 10-minute assertions
 JSON_HEADERS = [("Content-Type", "application/json"), ("Cache-Control", "no-store"),
                 ("Pragma", "no-cache")]
 Response = tuple[int, Any, list[tuple[str, str]]]
@@ -284,8 +286,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
         self.ctx = ctx
 
     def get_audiences(self) -> list[str]:
-        # RFC 7523 §3: the audience identifies the authorization server; accept the issuer
-        # and each endpoint a shop may authenticate at.
+        # Checked strictly in process_assertion_claims; authlib's own check sees the same.
         return [self.ctx.issuer] + [self.ctx.endpoint(p) for p in ("/token", "/revoke", "/introspect")]
 
     def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
@@ -295,8 +296,32 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
             token = jwt.decode(assertion, resolve_key, algorithms=list(ASSERTION_ALGORITHMS))
         except (JoseError, ValueError) as error:
             raise InvalidClientError(description="Invalid client assertion.") from error
+        self._check_audience_and_lifetime(token.claims)
         self.verify_claims(token.claims)
         return token.claims
+
+    def _check_audience_and_lifetime(self, claims: dict[str, Any]) -> None:
+        """FAPI 2.0 §5.3.2.1 and the OpenID Foundation's 2025 audience advisory: ``aud`` is
+        the issuer identifier, as a single string (an array naming another audience too, or
+        an endpoint URL, lets an assertion made for one server be replayed at another).
+        Shops whose library still sends the token endpoint may opt in to that, one string
+        only (``legacy_assertion_audience``). Assertions live minutes, not a year: the jti
+        store is bounded by the same limit."""
+        shop = self.ctx.shops.get(claims.get("sub") if isinstance(claims.get("sub"), str) else None)
+        legacy = bool(shop and shop.config.legacy_assertion_audience)
+        allowed = [self.ctx.issuer] + ([self.ctx.endpoint("/token")] if legacy else [])
+        audience = claims.get("aud")
+        if legacy and isinstance(audience, list) and len(audience) == 1:
+            audience = audience[0]  # oic 1.7 writes its one audience as a one-element array
+        if not isinstance(audience, str) or audience not in allowed:
+            raise InvalidClientError(
+                description="The assertion's 'aud' must be the issuer identifier, as a single string.")
+        exp, iat = claims.get("exp"), claims.get("iat", int(time.time()))
+        if not isinstance(exp, int) or not isinstance(iat, int):
+            raise InvalidClientError(description="The assertion needs numeric 'exp' and 'iat'.")
+        longest = LEGACY_ASSERTION_SECONDS if legacy else MAX_ASSERTION_SECONDS
+        if exp - iat > longest or exp - time.time() > longest + self.leeway:
+            raise InvalidClientError(description=f"The assertion may live at most {longest} seconds.")
 
     def validate_jti(self, claims: dict[str, Any], jti: str) -> bool:
         key = self.ctx.store.keys.client_assertion_jti(
