@@ -157,7 +157,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.include_router(build_pages_router(web))
     app.include_router(build_account_router(web, AccountService(provider)))
     staff_access = StaffAccess(StaffDirectory(settings.staff), StaffSessions(gateway.store))
-    app.include_router(build_audit_api(provider, provider.audit, staff_access))
+    app.include_router(build_audit_api(provider, provider.audit, staff_access, web.csrf_secret))
     app.include_router(build_console(provider, provider.audit, staff_access, renderer, web.csrf_secret))
     app.include_router(build_miniprogram_router(provider, gateway.server, upstreams.mini_programs))
     app.include_router(build_linking_router(web, flow))

@@ -25,6 +25,8 @@ from gateway.audit.staff import StaffDirectory, StaffSessions
 from gateway.config.staff import StaffMember
 from gateway.oidc import bridge
 from gateway.oidc.context import ProviderContext
+from gateway.oidc.sessions import BROWSER_COOKIE
+from gateway.web.csrf import csrf_valid
 
 STAFF_COOKIE = "__Host-cg_staff"
 FILTER_NAMES = ("person", "shop", "action", "field", "outcome", "since", "until")
@@ -82,17 +84,27 @@ def stream(lines: Iterator[str]) -> Iterator[bytes]:
         yield line.encode()
 
 
+STAFF_READ = "staff-read"  # CSRF purpose of the console's links to queries and exports
+
+
 def build_audit_api(  # noqa: C901 - one small closure per endpoint
-    ctx: ProviderContext, audit: AuditService, access: StaffAccess
+    ctx: ProviderContext, audit: AuditService, access: StaffAccess, csrf_secret: bytes
 ) -> APIRouter:
     router = APIRouter(prefix="/audit/api")
 
-    async def staff(request: Request, permission: Literal["read", "export", "verify"]
-                    ) -> StaffMember | JSONResponse:
-        # A state-changing call must carry the bearer token itself: the console's cookie is
-        # accepted for reads only, so no other site can make a staff browser POST here.
-        cookie_only = request.method != "GET" and "authorization" not in request.headers
-        member = None if cookie_only else await bridge.in_worker(access.member, request)
+    async def staff(request: Request, permission: Literal["read", "export", "verify"],
+                    audited: bool = False) -> StaffMember | JSONResponse:
+        # A state-changing call must carry the bearer token itself. Queries and exports are
+        # audited acts in the staff member's name: with the console's cookie alone they also
+        # need the console's CSRF token (its links carry one), or a link on another site could
+        # make a staff browser run an export (SameSite=Lax sends the cookie on a top-level GET).
+        cookie_only = "authorization" not in request.headers
+        if cookie_only and (request.method != "GET" or (audited and not csrf_valid(
+                csrf_secret, request.cookies.get(BROWSER_COOKIE), STAFF_READ,
+                request.query_params.get("csrf")))):
+            member = None
+        else:
+            member = await bridge.in_worker(access.member, request)
         if member is None:
             return JSONResponse({"error": "invalid_token"}, status_code=401,
                                 headers={"WWW-Authenticate": 'Bearer realm="consent-gateway-audit"'})
@@ -102,7 +114,7 @@ def build_audit_api(  # noqa: C901 - one small closure per endpoint
 
     @router.get("/events")
     async def events(request: Request) -> Response:
-        member = await staff(request, "read")
+        member = await staff(request, "read", audited=True)
         if isinstance(member, JSONResponse):
             return member
         params = dict(request.query_params)
@@ -126,7 +138,7 @@ def build_audit_api(  # noqa: C901 - one small closure per endpoint
 
     @router.get("/export")
     async def export(request: Request) -> Response:
-        member = await staff(request, "export")
+        member = await staff(request, "export", audited=True)
         if isinstance(member, JSONResponse):
             return member
         params = dict(request.query_params)

@@ -26,6 +26,7 @@ from gateway.oidc.sessions import BROWSER_COOKIE
 from gateway.web.audit_api import (
     FILTER_NAMES,
     STAFF_COOKIE,
+    STAFF_READ,
     StaffAccess,
     last_verification,
     parse_filter,
@@ -119,7 +120,8 @@ def build_console(  # noqa: C901 - one small closure per page
         items, next_cursor = data.pop("items"), data.pop("next_cursor")
         return renderer.page(
             request, "console.html", member=member, items=items, next_cursor=next_cursor,
-            filters=filters, filter_names=FILTER_NAMES, query=urlencode(filters), error=error,
+            filters=filters, filter_names=FILTER_NAMES, error=error,
+            query=urlencode({**filters, "csrf": token(request, STAFF_READ)}),
             verifier_key=audit.verifier_key, csrf_verify=token(request, "staff-verify"),
             csrf_logout=token(request, "staff-logout"), **data)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from typing import Any
@@ -53,9 +54,14 @@ def test_console_search_results_charts_and_audited_queries(console: Any) -> None
     rows = re.findall(r"<tr><td>\d+</td>", page.text)
     assert len(rows) == 1 and "userinfo_read" in page.text
     assert page.text.count("<svg") == 2 and "shop-a (1)" in page.text and "phone (1)" in page.text
-    assert 'href="/audit/api/export?format=csv&amp;action=userinfo_read&amp;field=phone"' in page.text
-    export = browser.request("GET", "/audit/api/export?format=csv&action=userinfo_read")
+    link = re.search(r'href="(/audit/api/export\?format=csv&amp;action=userinfo_read&amp;field=phone'
+                     r'&amp;csrf=[^"]+)"', page.text)
+    assert link
+    export = browser.request("GET", html.unescape(link.group(1)))
     assert export.status_code == 200 and "userinfo_read" in export.text
+    # Issue 14: the cookie alone (a link on another site) does not run an audited export.
+    forged = browser.request("GET", "/audit/api/export?format=csv&action=userinfo_read")
+    assert forged.status_code == 401
     again = browser.follow("/audit?lang=en&action=staff_query")
     assert "alice" in again.text
 
