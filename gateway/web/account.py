@@ -29,6 +29,7 @@ from gateway.web.i18n import translator
 from gateway.web.pages import WebContext
 
 HISTORY_LENGTH = 50
+ERASE_REAUTH_SECONDS = 300  # erasure needs a sign-in at most this old
 
 
 @dataclass(slots=True)
@@ -170,6 +171,12 @@ def build_account_router(  # noqa: C901 - one small closure per page
         person = await signed_in(request)
         if person is None:
             raise BrowserError("login_required", "Sign in again to erase your account.", 401)
+        if time.time() - person.signed_in_at > ERASE_REAUTH_SECONDS:
+            # Erasure cannot be undone: a session left open on a shared phone must not be
+            # enough. Sign in again, then come back to the consent centre (issue 14).
+            browser, set_browser = browser_id(request)
+            outcome = await bridge.in_worker(web.flow.start_account_sign_in, browser)
+            return outcome_response(outcome, browser, set_browser)
         t = translator(web.renderer.language(request))
         if fields.get("confirm") != "yes":
             return web.renderer.page(request, "confirm.html", title=t["confirm_erase_title"],

@@ -124,3 +124,24 @@ def test_proofs_of_other_peoples_events_are_refused(client: TestClient, shop: Sh
     other = Browser(client)
     sign_in(other, shop, person="han-meimei")
     assert other.request("GET", theirs).status_code == 404
+
+
+def test_erasure_with_an_old_sign_in_asks_to_sign_in_again(client: TestClient, shop: ShopHandle,
+                                                           monkeypatch: Any) -> None:
+    """Issue 14: a session left open (a shared phone) was enough to erase the account."""
+    import time as clock
+
+    from gateway.web import account
+
+    browser, token = signed_in_with_token(client, shop)
+    page = browser.follow("/account")
+    erase_form = re.search(r'<form method="post" action="/account/erase">.*?</form>', page.text, re.S)
+    assert erase_form
+    csrf = re.search(r'name="csrf" value="([^"]+)"', erase_form.group(0))
+    assert csrf
+    later = clock.time() + account.ERASE_REAUTH_SECONDS + 1
+    monkeypatch.setattr(account.time, "time", lambda: later)
+    reply = browser.request("POST", "/account/erase", content=f"csrf={csrf.group(1)}&confirm=yes",
+                            headers={"content-type": "application/x-www-form-urlencoded"})
+    assert reply.status_code == 302 and reply.headers["location"].startswith("/login?request=")
+    assert userinfo(client, token).status_code == 200  # nothing was erased
