@@ -3,10 +3,19 @@
 Why: sealing a field must cost at most one Redis round trip (reading the wrapped data
 key), and a person's profile is read on every userinfo call; without a cache every call
 would also unwrap. Why bounded: the cache holds plaintext data keys, so its size and
-lifetime bound how much key material a memory dump of one process exposes. Erasure is not
-bounded by the lifetime: every use of a cached key is checked against the wrapped key read
-in the same round trip (SealedProfiles), so an erasure by *another* process takes effect
-at the next use; erasure in this process removes the entry at once.
+lifetime bound how much key material a memory dump of one process exposes.
+
+The lifetime does **not** bound how long an erasure takes to reach this process. An entry
+remembers the wrapped key it was unwrapped from (:attr:`DataKey.wrapped`), and serving code
+never trusts it on its own: every read of sealed data also reads ``{p:<person>}:dek`` in the
+same round trip and uses the entry only while it is byte for byte the stored wrapped key
+(:meth:`Envelope.key_from_wrapped`); a missing wrapped key means erased and the entry is
+dropped. Every profile write is a script that stores the fields only while the wrapped key
+they were sealed under is still stored (:meth:`SealedProfiles.save`). So an erasure by
+*another* process takes effect at this process's next use; erasure in this process removes
+the entry at once. Only :meth:`Envelope.seal_field` / :meth:`Envelope.open_field` and the
+profile methods without a verified key trust an entry unchecked (tests, benchmarks,
+one-process tools; see their docstrings).
 """
 
 from __future__ import annotations
@@ -26,11 +35,14 @@ DEFAULT_CACHE_TTL_SECONDS = 300.0
 @dataclass(frozen=True, slots=True)
 class DataKey:
     """A person's unwrapped data key: its random id (written in every blob it seals), the
-    key-encryption key it is wrapped under, and the AES-GCM instance (material hidden)."""
+    key-encryption key it is wrapped under, the AES-GCM instance (material hidden), and the
+    69-byte wrapped key it was unwrapped from — the version a use compares with the stored
+    one (empty for a key made by hand: it then never matches a stored key)."""
 
     data_key_id: int
     kek_id: int
     cipher: AESGCM = field(repr=False, compare=False)
+    wrapped: bytes = field(default=b"", repr=False, compare=False)
 
 
 class DataKeyCache:

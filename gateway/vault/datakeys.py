@@ -96,8 +96,8 @@ def unwrap(ring: KeyRing, person_id: str, wrapped: bytes) -> tuple[WrappedHeader
     return header, material
 
 
-def _as_data_key(header: WrappedHeader, material: bytes) -> DataKey:
-    return DataKey(header.data_key_id, header.kek_id, AESGCM(material))
+def _as_data_key(header: WrappedHeader, material: bytes, wrapped: bytes) -> DataKey:
+    return DataKey(header.data_key_id, header.kek_id, AESGCM(material), wrapped)
 
 
 class DataKeyStore:
@@ -124,23 +124,31 @@ class DataKeyStore:
         stored = cast(bytes, self._get_or_set(keys=[self._store.keys.vault_data_key(person_id)],
                                               args=[candidate]))
         if stored == candidate:
-            return _as_data_key(parse_header(candidate), material)
-        return _as_data_key(*unwrap(self._ring, person_id, stored))
+            return _as_data_key(parse_header(candidate), material, candidate)
+        return _as_data_key(*unwrap(self._ring, person_id, stored), stored)
 
     def from_wrapped(self, person_id: str, wrapped: bytes) -> DataKey:
         """Unwrap a wrapped key read by the caller (in its own pipeline)."""
-        return _as_data_key(*unwrap(self._ring, person_id, wrapped))
+        return _as_data_key(*unwrap(self._ring, person_id, wrapped), wrapped)
 
     def get(self, person_id: str) -> DataKey | None:
         """The person's data key, or None when there is none (never created, or erased)."""
         stored = self._store.get(self._store.keys.vault_data_key(person_id))
         if stored is None:
             return None
-        return _as_data_key(*unwrap(self._ring, person_id, stored))
+        return _as_data_key(*unwrap(self._ring, person_id, stored), stored)
 
-    def delete(self, person_id: str) -> bool:
-        """Destroy the wrapped data key: everything it sealed becomes unreadable."""
-        return bool(self._store.redis.delete(self._store.keys.vault_data_key(person_id)))
+    def delete(self, person_id: str, *also: str) -> bool:
+        """Destroy the wrapped data key: everything it sealed becomes unreadable. ``also``:
+        more keys of the person's slot deleted by the same command (atomically). True if
+        the wrapped key existed."""
+        dek = self._store.keys.vault_data_key(person_id)
+        if not also:
+            return bool(self._store.redis.delete(dek))
+        pipe = self._store.redis.pipeline(transaction=True)
+        pipe.exists(dek)
+        pipe.delete(dek, *also)
+        return bool(pipe.execute()[0])
 
     # -- walking all data keys (rewrap, retire) ----------------------------------------
 

@@ -73,6 +73,11 @@ class DataKeyErasedError(SealedDataError):
     is one ``except`` for callers that need no finer reason."""
 
 
+class ProfileWriteConflictError(VaultError):
+    """A sealed profile was not stored: the person's wrapped data key changed (erased,
+    re-created or rewrapped by another process) during every attempt to write it."""
+
+
 class EncryptionKeyError(VaultError):
     """A shop's JWK Set offers no key usable for the requested JWE algorithm."""
 
