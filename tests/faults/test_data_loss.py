@@ -33,16 +33,20 @@ def status(url: str, **headers: str) -> int:
         return -1
 
 
+def started_with_a_remembered_checkpoint(gateway: GatewayProcess) -> None:
+    """Start records policy_loaded events; a checkpoint over them is signed within a second
+    and remembered in the data directory."""
+    continuity = gateway.root / "data" / "audit" / "continuity.json"
+    gateway.start()
+    wait_for(lambda: continuity.exists() and json.loads(continuity.read_text())["size"] > 0, 15,
+             "a checkpoint is remembered")
+
+
 def test_redis_restarted_empty_is_refused_until_a_new_epoch_is_opened(tmp_path: Path) -> None:
     redis_server = RedisServer(tmp_path / "redis").start()
     gateway = GatewayProcess(tmp_path / "gw", redis_server.url)
-    continuity = tmp_path / "gw" / "data" / "audit" / "continuity.json"
     try:
-        gateway.start()
-        # Start records policy_loaded events; a checkpoint over them is signed within a second
-        # and remembered in the data directory.
-        wait_for(lambda: continuity.exists() and json.loads(continuity.read_text())["size"] > 0, 15,
-                 "a checkpoint is remembered")
+        started_with_a_remembered_checkpoint(gateway)
         assert status(f"{gateway.url}/healthz") == 200
 
         redis_server.wipe()
@@ -73,11 +77,8 @@ def test_redis_restarted_empty_is_refused_until_a_new_epoch_is_opened(tmp_path: 
 def test_a_gateway_restarted_on_an_emptied_redis_refuses_from_the_start(tmp_path: Path) -> None:
     redis_server = RedisServer(tmp_path / "redis").start()
     gateway = GatewayProcess(tmp_path / "gw", redis_server.url)
-    continuity = tmp_path / "gw" / "data" / "audit" / "continuity.json"
     try:
-        gateway.start()
-        wait_for(lambda: continuity.exists() and json.loads(continuity.read_text())["size"] > 0, 15,
-                 "a checkpoint is remembered")
+        started_with_a_remembered_checkpoint(gateway)
         gateway.stop()
         redis_server.wipe()
         redis_server.start()
