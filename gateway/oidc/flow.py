@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from authlib.common.urls import add_params_to_uri
-from authlib.oauth2.rfc6749 import AccessDeniedError, OAuth2Error
+from authlib.oauth2.rfc6749 import AccessDeniedError, InvalidRequestError, OAuth2Error
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 
 from gateway.consent import ConsentItem, ConsentRecord, consent_items, pending_items
@@ -43,6 +43,14 @@ class ErrorPage:
 Outcome = Redirect | ErrorPage
 ACCOUNT_SIGN_IN = "account_sign_in"  # marks a parked sign-in for /account, not for a shop
 ISSUE_ATTEMPTS = 3
+# The authorization request parameters the flow reads, and the longest value accepted.
+PARKED_PARAMETERS = {
+    "response_type": 32, "client_id": 64, "redirect_uri": 2048, "scope": 1024, "state": 1024,
+    "nonce": 1024, "code_challenge": 128, "code_challenge_method": 8, "prompt": 64,
+    "max_age": 16, "ui_locales": 128, "lang": 16, "claims": 4096, "login_hint": 256,
+    "id_token_hint": 4096, "acr_values": 256, "display": 16, "response_mode": 16,
+    ACCOUNT_SIGN_IN: 1,
+}
 _RESPONSE_TYPE = re.compile(r"[a-z_]{1,32}( [a-z_]{1,32}){0,3}")
 
 
@@ -123,8 +131,16 @@ class AuthorizationFlow:
         state = request.payload.state
         try:
             grant = self.server.get_consent_grant(request, end_user=person)
+            too_long = sorted(k for k, v in request.payload.data.items()
+                              if k in PARKED_PARAMETERS and len(v) > PARKED_PARAMETERS[k])
+            if too_long:
+                raise InvalidRequestError(f"Parameters too long: {', '.join(too_long)}.",
+                                          redirect_uri=grant.redirect_uri)
         except OAuth2Error as error:
             return self._error(error, state)
+        # Only what the flow uses is parked in Redis, so junk parameters cannot make every
+        # unauthenticated request park tens of kilobytes for ten minutes (issue 14).
+        params = [(k, v) for k, v in params if k in PARKED_PARAMETERS]
         data = request.payload.data
         prompts = set(str(data.get("prompt", "")).split())
         # Sign-ins and consent decisions made after the request was parked satisfy

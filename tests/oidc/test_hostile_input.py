@@ -53,3 +53,21 @@ def test_unsupported_authorization_parameters_are_refused_not_ignored(
     reply = client.get(f"/authorize?{urlencode(params)}")
     assert reply.status_code == 302
     assert query_of(reply.headers["location"])["error"] == error
+
+
+def test_junk_parameters_are_not_parked(client: TestClient, shop: ShopHandle, store: object) -> None:
+    """Issue 14: an unauthenticated /authorize with junk parked ~65 KB for ten minutes."""
+    params = list(authorize_params(shop, pkce_pair()[1]).items())
+    params += [(f"junk{i}", "x" * 600) for i in range(90)]
+    reply = client.get(f"/authorize?{urlencode(params)}")
+    assert reply.status_code == 302 and reply.headers["location"].startswith("/login?request=")
+    keys = list(store.redis.scan_iter(match=f"{store.keys.prefix}authreq:*"))  # type: ignore[attr-defined]
+    assert len(keys) == 1
+    assert store.redis.memory_usage(keys[0]) < 4096  # type: ignore[attr-defined]
+
+
+def test_an_over_long_parameter_is_invalid_request(client: TestClient, shop: ShopHandle) -> None:
+    params = authorize_params(shop, pkce_pair()[1], state="s" * 5000)
+    reply = client.get(f"/authorize?{urlencode(params)}")
+    assert reply.status_code == 302
+    assert query_of(reply.headers["location"])["error"] == "invalid_request"
