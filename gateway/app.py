@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
+import anyio
+import redis
 from authlib.oauth2.rfc6749 import OAuth2Error
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -50,6 +53,24 @@ from gateway.web.rendering import TEMPLATES
 
 log = logging.getLogger(__name__)
 
+# A readiness check: ``None`` when fine, else a short public reason ("redis does not answer").
+ReadinessCheck = Callable[[], str | None]
+REDIS_DOWN = "redis does not answer"
+READY_TIMEOUT_SECONDS = 2.0  # a probe gets its answer in time even while Redis hangs
+RETRY_AFTER_SECONDS = 5  # an outage answer's Retry-After: Redis restarts and failovers take seconds
+UNAVAILABLE = "temporarily_unavailable"
+
+# Routes a person's browser opens: their outage answer is the error page, everything else
+# (shop endpoints, the staff API, the mini-program API, health) gets RFC 6749-style JSON.
+PAGE_PREFIXES = ("/authorize", "/login", "/upstream/", "/consent", "/logout", "/demo-idp/",
+                 "/account", "/audit/")
+
+
+def is_page(path: str) -> bool:
+    if path.startswith("/audit/api/"):
+        return False
+    return path == "/audit" or path.startswith(PAGE_PREFIXES)
+
 
 @dataclass(slots=True)
 class Gateway:
@@ -61,6 +82,94 @@ class Gateway:
     server: ProviderServer
     metrics: Metrics
     sealer: KekSealer
+    # /healthz/ready answers 503 while any of these names a reason; append more checks here.
+    readiness: list[ReadinessCheck] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.readiness.insert(0, lambda: None if self.store.ping() else REDIS_DOWN)
+        continuity = self.provider.audit.continuity
+        if continuity is not None:
+            self.readiness.append(lambda: None if continuity.problem is None else "audit continuity broken")
+
+    def unready(self) -> list[str]:
+        """The reasons this process should get no traffic now (empty: ready)."""
+        reasons = []
+        for check in self.readiness:
+            try:
+                reason = check()
+            except Exception as error:  # noqa: BLE001 - a failing check is a reason, not a 500
+                reason = f"readiness check failed ({type(error).__name__})"
+            if reason:
+                reasons.append(reason)
+        return reasons
+
+
+async def readiness_response(gateway: Gateway, limiter: anyio.CapacityLimiter) -> JSONResponse:
+    """/healthz/ready: 200 when every readiness check passes, else 503 naming the reasons,
+    within READY_TIMEOUT_SECONDS even while Redis hangs (the probe's thread is left behind).
+    Its threads come from their own small limiter, so busy request threads never delay it."""
+    reasons: list[str] | None = None
+    with anyio.move_on_after(READY_TIMEOUT_SECONDS):
+        reasons = await anyio.to_thread.run_sync(gateway.unready, abandon_on_cancel=True,
+                                                 limiter=limiter)
+    if reasons is None:  # a hanging Redis (paused, a network partition) answers nothing
+        reasons = [f"readiness checks took over {READY_TIMEOUT_SECONDS:g} s", REDIS_DOWN]
+    body: dict[str, object] = {"status": "unavailable" if reasons else "ok",
+                               "redis": REDIS_DOWN not in reasons}
+    headers = {"Cache-Control": "no-store"}
+    if reasons:
+        body["failing"] = reasons
+        headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return JSONResponse(body, status_code=503 if reasons else 200, headers=headers)
+
+
+def add_health_routes(app: FastAPI, gateway: Gateway) -> None:
+    """/healthz/live (the process serves) and /healthz/ready (it should get traffic); /healthz
+    is the original name of the readiness probe."""
+
+    async def live() -> JSONResponse:
+        # No Redis, no thread pool: restarting this process would not bring Redis back.
+        return JSONResponse({"status": "ok"}, headers={"Cache-Control": "no-store"})
+
+    limiter = anyio.CapacityLimiter(4)
+
+    async def ready() -> JSONResponse:
+        return await readiness_response(gateway, limiter)
+
+    app.add_api_route("/healthz/live", live, methods=["GET"])
+    app.add_api_route("/healthz/ready", ready, methods=["GET"])
+    app.add_api_route("/healthz", ready, methods=["GET"])
+
+
+def unavailable(renderer: Renderer, request: Request, description: str) -> Response:
+    """503 ``temporarily_unavailable``: the error page on a person's pages, RFC 6749-style JSON
+    elsewhere; ``Retry-After`` either way (telemetry adds the request id)."""
+    response: Response
+    if is_page(request.url.path):
+        response = renderer.page(request, "error.html", status_code=503, error=UNAVAILABLE,
+                                 message_key="error_unavailable", back_url=None)
+    else:
+        response = JSONResponse({"error": UNAVAILABLE, "error_description": description},
+                                status_code=503, headers={"Cache-Control": "no-store"})
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    return response
+
+
+def last_resort(renderer: Renderer, request: Request, error: Exception) -> Response:
+    """Whatever escaped the exception handlers, answered inside telemetry (so with a request
+    id, and the connection stays open): 503 for a store or audit outage, else 500."""
+    if isinstance(error, AuditError):
+        log.error("audit log unavailable", extra={"route": request.url.path, "error": type(error).__name__})
+        return unavailable(renderer, request, "The audit log is unavailable.")
+    if isinstance(error, redis.RedisError):
+        # Down, hanging past the socket timeout, loading, read-only after a failover.
+        log.error("redis unavailable", extra={"route": request.url.path, "error": type(error).__name__})
+        return unavailable(renderer, request, "The service is temporarily unavailable.")
+    # The details go to the log (type only: messages may quote input); the client learns
+    # nothing about the internals.
+    log.error("unhandled error", extra={"route": request.url.path, "error": type(error).__name__},
+              exc_info=error)
+    return JSONResponse({"error": "server_error"}, status_code=500)
 
 
 def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
@@ -129,6 +238,8 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         yield
         stop.set()
         checkpointing.join(timeout=10)
+        # Held only if signing outlived the join: free it now rather than after its TTL.
+        gateway.provider.audit.checkpointer.release_lock()
         relaying.join(timeout=10)
         if upstreams.http is not None:
             upstreams.http.close()
@@ -163,11 +274,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.include_router(build_linking_router(web, flow))
     app.mount("/static", StaticFiles(directory=TEMPLATES.parent / "static"), name="static")
 
-    @app.get("/healthz")
-    async def healthz() -> JSONResponse:
-        healthy = await bridge.in_worker(gateway.store.ping)
-        return JSONResponse({"status": "ok" if healthy else "unavailable", "redis": healthy},
-                            status_code=200 if healthy else 503)
+    add_health_routes(app, gateway)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -178,13 +285,14 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         return renderer.page(request, "error.html", status_code=error.status_code,
                              error=error.error, message=error.description, back_url=None)
 
-    @app.exception_handler(AuditError)
-    async def audit_unavailable(request: Request, error: AuditError) -> Response:
-        # Nothing is released that could not be recorded: the request fails as a whole.
-        log.error("audit log unavailable", extra={"route": request.url.path,
-                                                  "error": type(error).__name__})
-        return JSONResponse({"error": "temporarily_unavailable",
-                             "error_description": "The audit log is unavailable."}, status_code=503)
+    async def outage(request: Request, error: Exception) -> Response:
+        # Nothing is released that could not be recorded (AuditError), nor without Redis: the
+        # request fails as a whole (503) and the client retries. RedisErrors raised in
+        # authlib's hooks come here too (authlib handles only OAuth2Error).
+        return last_resort(renderer, request, error)
+
+    app.add_exception_handler(AuditError, outage)
+    app.add_exception_handler(redis.RedisError, outage)
 
     @app.exception_handler(OAuth2Error)
     async def oauth_error(_: Request, error: OAuth2Error) -> Response:
@@ -192,8 +300,9 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
-        # The details go to the log (type only: messages may quote input); the client
-        # learns nothing about the internals.
+        # Only reached for an error in the middleware itself (telemetry answers the rest with
+        # last_resort). The details go to the log (type only: messages may quote input); the
+        # client learns nothing about the internals.
         log.error("unhandled error", extra={"route": request.url.path, "error": type(error).__name__},
                   exc_info=error)
         return JSONResponse({"error": "server_error"}, status_code=500)
@@ -205,5 +314,5 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
             page=lambda request, message: renderer.page(
                 request, "error.html", status_code=503, error="temporarily_unavailable",
                 message=message, back_url=None))
-    app.add_middleware(TelemetryMiddleware, metrics=gateway.metrics)
+    app.add_middleware(TelemetryMiddleware, metrics=gateway.metrics, on_error=partial(last_resort, renderer))
     return app

@@ -12,10 +12,13 @@ import logging
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # The current request's id, for log lines and audit events (copied into worker threads).
@@ -90,11 +93,19 @@ class Metrics:
 
 
 class TelemetryMiddleware:
-    """Pure ASGI middleware: request id, security headers, metrics and one access log line."""
+    """Pure ASGI middleware: request id, security headers, metrics and one access log line.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    Every response carries ``x-request-id`` — error answers too: an exception that escapes
+    the app before its response started is answered here by ``on_error`` (so it gets the
+    headers and the connection stays open), instead of by Starlette's outermost handler,
+    which sits outside this middleware and then lets the server drop the connection.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics,
+                 on_error: Callable[[Request, Exception], Response] | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.on_error = on_error
         self.log = logging.getLogger("gateway.access")
         # Label children looked up once per (method, route, status): labels() takes a lock
         # and builds a key on every call, which shows in the request profile.
@@ -109,10 +120,12 @@ class TelemetryMiddleware:
         request_id = secrets.token_hex(8)
         token = REQUEST_ID.set(request_id)
         status = 500
+        started = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 present = {name for name, _ in headers}
@@ -122,7 +135,13 @@ class TelemetryMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_headers)
+            try:
+                await self.app(scope, receive, send_with_headers)
+            except Exception as error:
+                if started or self.on_error is None:
+                    raise  # a response under way cannot be replaced; the server ends the connection
+                response = self.on_error(Request(scope, receive), error)
+                await response(scope, receive, send_with_headers)
         finally:
             REQUEST_ID.reset(token)
             route = scope.get("route")

@@ -6,17 +6,27 @@ A checkpoint is signed at least every ``every_events`` entries or every ``every_
 due by the process' own count, and then one process at a time (a short Redis lock) seals and
 signs. :meth:`Checkpointer.run` is the timer for quiet periods. Checkpoints are kept in a
 sorted set scored by tree size, so they list in order and one at a given size is found fast.
+
+The lock lives ``LOCK_TTL_MS`` (a few seconds) and is renewed by a small thread every third
+of that while its holder seals and signs, so a process killed mid-signing delays the others
+by seconds; renewal and release compare the holder's random token first (Lua), and the
+checkpoint is stored by a script that checks the token in the same step, so a holder that
+lost its lock (paused past the TTL) never stores what it signed alongside the new holder's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
+
+import redis
 
 from gateway.audit.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from gateway.audit.note import NoteSigner
@@ -24,13 +34,30 @@ from gateway.audit.note import NoteSigner
 if TYPE_CHECKING:
     from gateway.audit.log import AuditLog
 
+log = logging.getLogger(__name__)
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
-_LOCK_MS = 60_000
+# Compare-and-extend: only the holder's token renews the lock.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# Store a signed checkpoint only while still holding the lock (KEYS: lock, checkpoints).
+_STORE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+return 1
+"""
+LOCK_TTL_MS = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +110,10 @@ class Checkpointer:
         self.every_seconds = every_seconds
         self._clock = clock
         self._release = log.store.redis.register_script(_RELEASE)
+        self._renew = log.store.redis.register_script(_RENEW)
+        self._store_signed = log.store.redis.register_script(_STORE)
+        self.lock_ttl_ms = LOCK_TTL_MS
+        self._held: str | None = None  # the token of the lock this process holds right now
         self._known: tuple[int, float] | None = None  # (size, signed at) of the latest seen
         self._started = clock()  # with no checkpoint yet, the T-second clock starts here
 
@@ -129,29 +160,79 @@ class Checkpointer:
 
     def checkpoint(self) -> SignedCheckpoint | None:
         """Seal to the current size and sign; ``None`` if another process is signing right now
-        or the latest checkpoint already has this size."""
+        or the latest checkpoint already has this size (or this process lost the lock while
+        signing: the new holder signs instead)."""
         redis_client, keys = self.log.store.redis, self.log.store.keys
         token = secrets.token_hex(16)
-        if not redis_client.set(keys.audit_checkpoint_lock(), token, nx=True, px=_LOCK_MS):
+        if not redis_client.set(keys.audit_checkpoint_lock(), token, nx=True, px=self.lock_ttl_ms):
             return None
+        self._held = token
         try:
-            size = self.log.size()
-            latest = self.latest()
-            if latest is not None and latest.checkpoint.size >= size:
-                return None
-            root = self.log.root(size)  # seals first: only checked entries are signed
-            checkpoint = Checkpoint(self.origin, size, root)
-            signed = SignedCheckpoint(checkpoint, sign_checkpoint(checkpoint, self.signer),
-                                      int(self._clock() * 1000))
-            redis_client.zadd(keys.audit_checkpoints(), {signed.to_json(): size})
-            self._known = (size, signed.signed_at_ms / 1000)
-            return signed
+            with self._renewing(token):
+                size = self.log.size()
+                latest = self.latest()
+                if latest is not None and latest.checkpoint.size >= size:
+                    return None
+                root = self.log.root(size)  # seals first: only checked entries are signed
+                checkpoint = Checkpoint(self.origin, size, root)
+                signed = SignedCheckpoint(checkpoint, sign_checkpoint(checkpoint, self.signer),
+                                          int(self._clock() * 1000))
+                stored = self._store_signed(keys=[keys.audit_checkpoint_lock(), keys.audit_checkpoints()],
+                                            args=[token, signed.to_json(), size])
+                if not stored:
+                    log.warning("audit checkpoint lock lost while signing; not stored",
+                                extra={"size": size})
+                    return None
+                self._known = (size, signed.signed_at_ms / 1000)
+                return signed
         finally:
-            self._release(keys=[keys.audit_checkpoint_lock()], args=[token])
+            self._release_token(token)
+
+    @contextlib.contextmanager
+    def _renewing(self, token: str) -> Iterator[None]:
+        """Extend the lock every third of its TTL while the body runs (a daemon thread: a
+        process that dies stops renewing, and the lock expires within the TTL)."""
+        done = threading.Event()
+        key = self.log.store.keys.audit_checkpoint_lock()
+
+        def renew() -> None:
+            while not done.wait(self.lock_ttl_ms / 3000):
+                try:
+                    if not self._renew(keys=[key], args=[token, self.lock_ttl_ms]):
+                        return  # lost (expired while Redis was away): the store step will see it
+                except redis.RedisError as error:
+                    log.warning("audit checkpoint lock not renewed", extra={"reason": type(error).__name__})
+
+        renewer = threading.Thread(target=renew, name="audit-checkpoint-lock", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            done.set()
+            renewer.join(timeout=1)
+
+    def release_lock(self) -> bool:
+        """Release the checkpoint lock if this process holds it (after signing, and at shutdown,
+        so that the next process need not wait for the TTL); never raises."""
+        token = self._held
+        return False if token is None else self._release_token(token)
+
+    def _release_token(self, token: str) -> bool:
+        if self._held == token:
+            self._held = None
+        try:
+            return bool(self._release(keys=[self.log.store.keys.audit_checkpoint_lock()], args=[token]))
+        except redis.RedisError as error:
+            log.warning("audit checkpoint lock not released; it expires by itself",
+                        extra={"reason": type(error).__name__, "ttl_ms": self.lock_ttl_ms})
+            return False
 
     def run(self, stop: threading.Event, poll_seconds: float | None = None) -> None:
         """Check every ``poll_seconds`` (default: a quarter of ``every_seconds``, at most 1 s)
         until ``stop`` is set."""
         interval = poll_seconds if poll_seconds is not None else min(1.0, max(0.05, self.every_seconds / 4))
         while not stop.wait(interval):
-            self.maybe_checkpoint()
+            try:
+                self.maybe_checkpoint()
+            except Exception as error:  # noqa: BLE001 - a timer thread logs and carries on
+                log.error("audit checkpoint failed", extra={"reason": type(error).__name__})

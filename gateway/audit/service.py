@@ -60,7 +60,12 @@ class AuditService:
             # Never append to (nor later sign) a log that does not continue the one we signed.
             raise ContinuityError(self.continuity.problem)
         appended = self.log.append_event(event, event_id)
-        if self.checkpointer.due_after(appended.index):
+        try:
+            due = self.checkpointer.due_after(appended.index)
+        except redis.RedisError as error:  # the event is recorded: the request goes on
+            log.warning("audit checkpoint check failed", extra={"reason": type(error).__name__})
+            due = False
+        if due:
             if self._thread is not None and self._thread.is_alive():
                 self._wake.set()
             else:
@@ -93,7 +98,11 @@ class AuditService:
                 self._wake.wait(min(1.0, max(0.05, self.checkpointer.every_seconds / 4)))
                 self._wake.clear()
                 if not stop.is_set():
-                    self._checkpoint()
+                    try:
+                        self._checkpoint()
+                    except Exception as error:  # a background thread only logs
+                        log.error("audit checkpoint failed", extra={"reason": type(error).__name__},
+                                  exc_info=error)
 
         self._thread = threading.Thread(target=loop, name="audit-checkpoints", daemon=True)
         self._thread.start()

@@ -9,13 +9,20 @@ pass, reported with the lowest index that can be wrong and why.
 
 What cannot be detected is said plainly in docs/audit.md: without a checkpoint held outside
 Redis, someone who can write to Redis can still cut off the tail signed by no checkpoint.
+
+A log checked with other settings than it was written with (another issuer, hence another
+origin; another keys directory, hence another audit key) fails every signature and every
+MAC. That is told apart from tampering: when *no* checkpoint carries a signature by a trusted
+key and all of them name one other origin, or one other key under our origin (or, without
+checkpoints, no sampled entry's MAC verifies), the problem carries a :class:`Mismatch`
+naming what differs, the value found in the log and the one configured.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 from gateway.audit.boundary import archived_size
 from gateway.audit.checkpoint import Checkpoint, verify_checkpoint
@@ -23,6 +30,7 @@ from gateway.audit.checkpointer import stored_notes
 from gateway.audit.errors import AuditError, CheckpointError
 from gateway.audit.export import ExportReader
 from gateway.audit.merkle import EMPTY_ROOT, Coord, TreeBuilder
+from gateway.audit.note import _split as split_note
 from gateway.audit.records import ZERO_HASH, check_entry, read_entry
 from gateway.audit.sealer import link_problem
 
@@ -34,9 +42,19 @@ BATCH = 2000
 
 
 @dataclass(frozen=True, slots=True)
+class Mismatch:
+    """The log was written under other settings: ``found`` in the log, ``configured`` here."""
+
+    setting: Literal["origin", "key", "mac_key"]
+    found: str
+    configured: str
+
+
+@dataclass(frozen=True, slots=True)
 class Problem:
     index: int | None  # None: not tied to one entry (a checkpoint's signature, say)
     reason: str
+    mismatch: Mismatch | None = None  # set when it is a settings mismatch, not tampering
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +70,54 @@ class VerifyReport:
         return self.problem is None
 
     @property
+    def mismatch(self) -> Mismatch | None:
+        return self.problem.mismatch if self.problem is not None else None
+
+    @property
     def unsigned_tail(self) -> int:
         """Entries after the newest checkpoint: checked, but not yet signed."""
         return max(0, self.size - self.latest_checkpoint)
+
+
+def settings_mismatch(notes: list[str], verifiers: list[NoteVerifier], origin: str) -> Mismatch | None:
+    """Whether checkpoints that do not verify were written under other settings: none carries a
+    signature line of a trusted key, and all name one other origin, or are signed by one other
+    key under the expected origin. A note signed by a trusted key (whose signature then failed),
+    a malformed note or a mix of origins and keys is no settings question: ``None``."""
+    trusted = {(v.name, v.key_id) for v in verifiers}
+    origins: set[str] = set()
+    signers: set[str] = set()
+    for note in notes:
+        try:
+            text, signatures = split_note(note)
+            found = Checkpoint.parse(text).origin
+        except CheckpointError:
+            return None
+        if any((name, blob[:4]) in trusted for name, blob in signatures):
+            return None
+        origins.add(found)
+        signers.update(f"{name}+{blob[:4].hex()}" for name, blob in signatures)
+    if len(origins) != 1:
+        return None
+    found = origins.pop()
+    if found != origin:
+        return Mismatch("origin", found, origin)
+    if len(signers) == 1:
+        return Mismatch("key", signers.pop(), ", ".join(f"{v.name}+{v.key_id.hex()}" for v in verifiers))
+    return None
+
+
+def mismatch_reason(mismatch: Mismatch) -> str:
+    if mismatch.setting == "origin":
+        return (f"no trusted key signed any checkpoint, a settings mismatch, not tampering: the "
+                f"checkpoints are for origin {mismatch.found!r}, the configured origin is "
+                f"{mismatch.configured!r}")
+    if mismatch.setting == "key":
+        return (f"no trusted key signed any checkpoint, a settings mismatch, not tampering: the "
+                f"checkpoints are signed by key {mismatch.found}, the configured key is "
+                f"{mismatch.configured}")
+    return (f"settings mismatch, not tampering: no entry's MAC verifies with the configured audit "
+            f"key {mismatch.configured}; the log was written with another key")
 
 
 def _open_checkpoints(
@@ -62,11 +125,15 @@ def _open_checkpoints(
 ) -> tuple[dict[int, Checkpoint], Problem | None]:
     if not verifiers:
         return {}, Problem(None, "no trusted checkpoint key given")
+    notes = list(notes)
     by_size: dict[int, Checkpoint] = {}
     for number, note in enumerate(notes):
         try:
             checkpoint = verify_checkpoint(note, verifiers, origin)
         except CheckpointError as error:
+            mismatch = None if by_size else settings_mismatch(notes, verifiers, origin)
+            if mismatch is not None:
+                return by_size, Problem(None, mismatch_reason(mismatch), mismatch)
             return by_size, Problem(None, f"checkpoint #{number}: {error}")
         seen = by_size.setdefault(checkpoint.size, checkpoint)
         if seen.root != checkpoint.root:
@@ -204,8 +271,33 @@ def _resume_after_archive(log: AuditLog, scan: _Scan, archived: int, sealed: int
     return None
 
 
+def _mac_mismatch(log: AuditLog, problem: Problem, start: int, size: int) -> Problem:
+    """With no checkpoint to go by, ``problem`` at the first entry: if the first, the middle
+    and the last entry all fail their MAC alone (each otherwise well-formed), the log was
+    written with another audit key — a settings mismatch, not one altered entry."""
+    for entry in log.read_entries(sorted({start, (start + size) // 2, size - 1})):
+        if isinstance(entry, str) or check_entry(entry, None) is not None:
+            return problem
+        if check_entry(entry, log.keys.mac_key) is None:
+            return problem
+    mismatch = Mismatch("mac_key", "another key", log.keys.signer.verifier.key_id.hex())
+    return Problem(problem.index, mismatch_reason(mismatch), mismatch)
+
+
 def verify_log(log: AuditLog, verifiers: list[NoteVerifier] | None = None) -> VerifyReport:
     """Check the live log in Redis with the gateway's own keys (and any other trusted keys)."""
+    report = _verify_live(log, verifiers)
+    problem = report.problem
+    if problem is None or problem.index is None or report.checkpoints_checked:
+        return report
+    start = archived_size(log)
+    if problem.index != start:  # not the very first entry checked: no settings question
+        return report
+    return VerifyReport(report.size, report.entries_checked, report.checkpoints_checked,
+                        report.latest_checkpoint, _mac_mismatch(log, problem, start, report.size))
+
+
+def _verify_live(log: AuditLog, verifiers: list[NoteVerifier] | None) -> VerifyReport:
     trusted = verifiers if verifiers is not None else [log.keys.signer.verifier]
     notes = [note for _, note in stored_notes(log)]
     redis_client, keys = log.store.redis, log.store.keys

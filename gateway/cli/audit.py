@@ -74,12 +74,33 @@ def audit_verify(export_file: str | None, keys: tuple[str, ...]) -> None:
             report = service.verify()
         finally:
             store.close()
+    if report.mismatch is not None:
+        # Another issuer or keys directory than the log was written with: say which, not "FAILED".
+        raise ConfigError(_mismatch_line(report.mismatch, settings, offline=bool(export_file)))
     if report.problem is not None:
         where = f"index {report.problem.index}" if report.problem.index is not None else "log"
         click.echo(f"FAILED at {where}: {report.problem.reason}")
         sys.exit(1)
     click.echo(f"ok: {report.size} events, {report.checkpoints_checked} checkpoints verified, "
                f"latest checkpoint covers {report.latest_checkpoint}, {report.unsigned_tail} not yet signed")
+
+
+def _mismatch_line(mismatch: Any, settings: Settings, offline: bool) -> str:
+    """One line naming the setting that differs, the value in the log and the configured one."""
+    advice = "this is no sign of tampering; run verify with the settings the log was written with"
+    if offline:
+        source = "--key"
+    elif mismatch.setting == "origin":
+        source = f"GATEWAY_AUDIT_ORIGIN, by default the host of GATEWAY_ISSUER={settings.issuer}"
+    else:
+        source = f"the audit key in GATEWAY_KEYS_DIR={settings.keys_dir}"
+    if mismatch.setting == "origin":
+        what = f"the log's checkpoints are for origin {mismatch.found!r}, configured: {mismatch.configured!r}"
+    elif mismatch.setting == "key":
+        what = f"the log's checkpoints are signed by key {mismatch.found}, configured: {mismatch.configured}"
+    else:
+        what = f"no entry's MAC verifies with the configured audit key {mismatch.configured}"
+    return f"settings mismatch: {what} ({source}); {advice}"
 
 
 def _verify_file(path: str, verifiers: list[Any]) -> Any:

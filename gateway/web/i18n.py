@@ -13,6 +13,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Nothing was shared. Go back to the shop and try again.",
         "zh-CN": "没有共享任何信息。请返回商店重试。",
     },
+    "error_unavailable": {
+        "en": "The service is briefly unavailable. Please try again in a few seconds.",
+        "zh-CN": "服务暂时不可用，请几秒后重试。",
+    },
     "back_to_shop": {"en": "Return to the shop", "zh-CN": "返回商店"},
     "choose_provider": {"en": "Sign in to continue to", "zh-CN": "登录以继续前往"},
     "choose_hint": {
