@@ -91,7 +91,7 @@ class OutboxRelay:
                 except (AuditError, redis.RedisError) as error:
                     log.warning("outbox relay waiting for the audit log",
                                 extra={"reason": type(error).__name__})
-                except Exception as error:  # noqa: BLE001 - the relay thread must outlive any one bug
+                except Exception as error:  # the relay thread must outlive any one bug
                     log.error("outbox relay failed", extra={"reason": type(error).__name__}, exc_info=error)
 
         thread = threading.Thread(target=loop, name="audit-outbox-relay", daemon=True)
