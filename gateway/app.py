@@ -242,7 +242,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
         gateway.provider.audit.checkpointer.release_lock()
         relaying.join(timeout=10)
         if upstreams.http is not None:
-            upstreams.http.close()
+            await upstreams.http.aclose()
         if owns_store:
             gateway.store.close()
 

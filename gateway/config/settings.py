@@ -287,6 +287,25 @@ class Settings(BaseSettings):
         description="Extra attempts after a failed connection, or after a timeout or 5xx of a read.")
     upstream_metadata_ttl: int = Field(default=3600, ge=60, le=86400,
                                        description="Seconds OIDC discovery and JWKS are cached.")
+    # Upstream isolation (docs/providers.md, "Slow providers"): one slow provider must not
+    # hold anyone else up. upstream_timeout above bounds each socket operation; the
+    # deadline bounds a whole call (connect, send, retries, every byte of the body).
+    upstream_deadline: float = Field(
+        default=5.0, ge=0.5, le=60.0,
+        description="Seconds one call to a provider may take in total, retries included.")
+    upstream_concurrency: int = Field(
+        default=32, ge=1, le=1000,
+        description="Calls in progress per provider and process; one more fails at once.")
+    upstream_breaker_failures: int = Field(
+        default=5, ge=1, le=100,
+        description="Consecutive failed calls (timeout, connection error, 5xx) that open a "
+                    "provider's circuit.")
+    upstream_breaker_cooldown: float = Field(
+        default=30.0, ge=1.0, le=3600.0,
+        description="Seconds an open circuit refuses calls before one trial call.")
+    upstream_failure_ttl: float = Field(
+        default=15.0, ge=1.0, le=300.0,
+        description="Seconds a failed OIDC discovery or JWKS fetch is remembered (not retried).")
 
     @classmethod
     def settings_customise_sources(

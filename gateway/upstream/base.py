@@ -23,6 +23,21 @@ class UpstreamError(GatewayError):
         self.retryable = retryable
         self.request_id: str | None = None  # the parked shop request, once known
 
+    def again(self) -> UpstreamError:
+        """A fresh error with the same reason, for each of several requests that shared one
+        failed call (``request_id`` is per request, so one instance is never handed out twice)."""
+        return type(self)(self.reason, retryable=self.retryable)
+
+
+class ProviderUnavailableError(UpstreamError):
+    """The provider is not called at all right now: its circuit is open after repeated
+    failures, as many calls as allowed are already waiting on it, or its discovery document
+    failed moments ago. The person is told the provider is unavailable for the moment; the
+    shop hears ``temporarily_unavailable``."""
+
+    def __init__(self, reason: str, *, retryable: bool = True) -> None:
+        super().__init__(reason, retryable=True)
+
 
 @dataclass(frozen=True, slots=True)
 class UpstreamIdentity:
@@ -73,19 +88,28 @@ class Connector(Protocol):
         official-account login works only inside WeChat, its QR login only outside)."""
         ...
 
-    def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
-                          redirect_uri: str) -> str:
+    def available(self) -> bool:
+        """False while the provider is known to be failing (its circuit is open, or its
+        discovery failed moments ago): the sign-in page shows it as unavailable."""
+        ...
+
+    # The calls below may talk to the provider: they are coroutines on async HTTP, each
+    # call bounded by a total deadline (gateway/upstream/http.py), so a slow provider
+    # holds no worker thread.
+
+    async def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
+                                redirect_uri: str) -> str:
         """Where to send the browser to sign in upstream."""
         ...
 
-    def callback_code(self, params: Mapping[str, str]) -> str:
+    async def callback_code(self, params: Mapping[str, str]) -> str:
         """The authorization code in the provider's callback query, after the provider's
         own checks (an ``error``, RFC 9207 ``iss``, the code parameter's name). Raises
         UpstreamError."""
         ...
 
-    def fetch_identity(self, *, code: str, code_verifier: str, redirect_uri: str,
-                       nonce: str) -> UpstreamIdentity:
+    async def fetch_identity(self, *, code: str, code_verifier: str, redirect_uri: str,
+                             nonce: str) -> UpstreamIdentity:
         """Exchange the upstream code and return who signed in. Raises UpstreamError."""
         ...
 

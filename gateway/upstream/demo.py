@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+from anyio import to_thread
+
 from gateway.store import Store
 from gateway.upstream.base import UpstreamError, UpstreamIdentity, code_parameter
 
@@ -122,8 +124,8 @@ class DemoConnector:
         self._store = store
         self._authorize_endpoint = authorize_endpoint
 
-    def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
-                          redirect_uri: str) -> str:
+    async def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
+                                redirect_uri: str) -> str:
         query = urlencode({
             "response_type": "code", "client_id": "consent-gateway", "redirect_uri": redirect_uri,
             "state": state, "nonce": nonce, "code_challenge": code_challenge,
@@ -137,13 +139,17 @@ class DemoConnector:
     def offered_to(self, user_agent: str) -> bool:
         return True
 
-    def callback_code(self, params: Mapping[str, str]) -> str:
+    def available(self) -> bool:
+        return True
+
+    async def callback_code(self, params: Mapping[str, str]) -> str:
         return code_parameter(params)
 
-    def fetch_identity(self, *, code: str, code_verifier: str, redirect_uri: str,
-                       nonce: str) -> UpstreamIdentity:
+    async def fetch_identity(self, *, code: str, code_verifier: str, redirect_uri: str,
+                             nonce: str) -> UpstreamIdentity:
         # GETDEL: single use without a tombstone, so nothing of the demo person stays behind.
-        raw = self._store.redis.getdel(_code_key(self._store, code))
+        # The synchronous Redis client runs in the worker pool, one short hop.
+        raw = await to_thread.run_sync(self._store.redis.getdel, _code_key(self._store, code))
         if not isinstance(raw, bytes):
             raise UpstreamError("demo code unknown, expired or replayed")
         record = json.loads(raw)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -16,8 +17,9 @@ class Listing:
 class Listed:
     """The listing half of the :class:`~gateway.upstream.base.Connector` protocol."""
 
-    def __init__(self, listing: Listing) -> None:
+    def __init__(self, listing: Listing, available: Callable[[], bool] | None = None) -> None:
         self.listing = listing
+        self._available = available
 
     @property
     def provider_id(self) -> str:
@@ -38,3 +40,7 @@ class Listed:
 
     def offered_to(self, user_agent: str) -> bool:
         return True
+
+    def available(self) -> bool:
+        """False while the provider's circuit is open (gateway/upstream/isolation.py)."""
+        return self._available is None or self._available()

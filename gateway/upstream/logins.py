@@ -7,6 +7,11 @@ and Alipay at most 100 characters.
 
 A sign-in has one of two purposes: signing in for a parked shop request, or linking one
 more provider to the person already signed in (docs/providers.md, "Linking").
+
+:meth:`UpstreamLogins.start` and :meth:`UpstreamLogins.finish` are coroutines: the provider
+calls are async HTTP, and the two Redis commands (store the state, consume it) each take a
+short hop to the worker pool on the synchronous client, so neither a slow provider nor a
+slow Redis blocks the event loop, and no worker thread waits on a provider.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from anyio import to_thread
+
 from gateway.store import ConsumeOutcome, Store
-from gateway.upstream.base import Connector, UpstreamError, UpstreamIdentity
+from gateway.upstream.base import Connector, ProviderUnavailableError, UpstreamError, UpstreamIdentity
 
 UPSTREAM_STATE_TTL = 600
 
@@ -49,35 +56,42 @@ class UpstreamLogins:
     def callback_uri(self, provider_id: str) -> str:
         return f"{self._callback_base}/upstream/{provider_id}/callback"
 
-    def start(self, provider_id: str, request_id: str, browser: str) -> str:
+    async def start(self, provider_id: str, request_id: str, browser: str) -> str:
         """Remember the sign-in and return the provider's authorization URL."""
-        return self._start(provider_id, browser, {"request_id": request_id})
+        return await self._start(provider_id, browser, {"request_id": request_id})
 
-    def start_link(self, provider_id: str, person_id: str, browser: str) -> str:
+    async def start_link(self, provider_id: str, person_id: str, browser: str) -> str:
         """Like :meth:`start`, for linking the provider's account to ``person_id``."""
-        return self._start(provider_id, browser, {"request_id": "", "link_person": person_id})
+        return await self._start(provider_id, browser, {"request_id": "", "link_person": person_id})
 
-    def _start(self, provider_id: str, browser: str, purpose: dict[str, str]) -> str:
+    async def _start(self, provider_id: str, browser: str, purpose: dict[str, str]) -> str:
         connector = self.connectors.get(provider_id)
         if connector is None:
             raise UpstreamError(f"unknown provider {provider_id!r}")
+        if not connector.available():  # fail fast: the person would only come back to an error
+            raise ProviderUnavailableError(f"{provider_id}: temporarily unavailable")
         state = secrets.token_hex(32)
         nonce, verifier = secrets.token_urlsafe(32), secrets.token_urlsafe(48)
-        record = {"provider": provider_id, "browser": browser, "nonce": nonce,
-                  "verifier": verifier, **purpose}
-        key = self._store.keys.upstream_state(_digest(state))
-        self._store.redis.set(key, json.dumps(record), ex=UPSTREAM_STATE_TTL)
-        return connector.authorization_url(
+        # The URL first (it may need the provider's discovery document): a provider that
+        # fails leaves no state behind.
+        location = await connector.authorization_url(
             state=state, nonce=nonce, code_challenge=s256_challenge(verifier),
             redirect_uri=self.callback_uri(provider_id),
         )
+        record = {"provider": provider_id, "browser": browser, "nonce": nonce,
+                  "verifier": verifier, **purpose}
+        key = self._store.keys.upstream_state(_digest(state))
+        await to_thread.run_sync(lambda: self._store.redis.set(key, json.dumps(record),
+                                                               ex=UPSTREAM_STATE_TTL))
+        return location
 
-    def finish(self, provider_id: str, params: Mapping[str, str], browser: str) -> FinishedLogin:
+    async def finish(self, provider_id: str, params: Mapping[str, str], browser: str) -> FinishedLogin:
         """Check the callback (its whole query) and exchange the code. Raises UpstreamError."""
         state = params.get("state", "")
         if not state or len(state) > 128:
             raise UpstreamError("state missing")
-        result = self._store.consume_once(self._store.keys.upstream_state(_digest(state)),
+        result = await to_thread.run_sync(self._store.consume_once,
+                                          self._store.keys.upstream_state(_digest(state)),
                                           UPSTREAM_STATE_TTL)
         if result.outcome is not ConsumeOutcome.CONSUMED or result.value is None:
             raise UpstreamError("state unknown, expired or replayed")
@@ -86,8 +100,8 @@ class UpstreamLogins:
             raise UpstreamError("state issued to another provider or browser")
         connector = self.connectors[provider_id]
         try:
-            code = connector.callback_code(params)
-            identity = connector.fetch_identity(
+            code = await connector.callback_code(params)
+            identity = await connector.fetch_identity(
                 code=code, code_verifier=record["verifier"],
                 redirect_uri=self.callback_uri(provider_id), nonce=record["nonce"],
             )

@@ -23,7 +23,7 @@ from urllib.parse import urlencode, urlsplit
 from pydantic import SecretStr
 
 from gateway.upstream.base import UpstreamError, UpstreamIdentity, code_parameter
-from gateway.upstream.http import UpstreamHttp
+from gateway.upstream.http import ProviderHttp
 from gateway.upstream.listing import Listed, Listing
 from gateway.upstream.profile import FieldMap, catalogue_profile, lookup
 
@@ -64,8 +64,8 @@ class OAuth2Connector(Listed):
     def __init__(self, listing: Listing, *, endpoints: OAuth2Endpoints, client_id: str,
                  client_secret: SecretStr, scopes: list[str], scope_separator: str,
                  auth_method: str, pkce: bool, subject_field: str, fields: FieldMap,
-                 http: UpstreamHttp) -> None:
-        super().__init__(listing)
+                 http: ProviderHttp) -> None:
+        super().__init__(listing, http.available)
         self._endpoints = endpoints
         self._client_id = client_id
         self._secret = client_secret
@@ -78,8 +78,8 @@ class OAuth2Connector(Listed):
         origin = urlsplit(endpoints.profile_url)
         self._namespace_origin = f"{origin.scheme}://{origin.netloc}"
 
-    def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
-                          redirect_uri: str) -> str:
+    async def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
+                                redirect_uri: str) -> str:
         params = {"response_type": "code", "client_id": self._client_id,
                   "redirect_uri": redirect_uri, "state": state}
         if self._scope:
@@ -89,26 +89,27 @@ class OAuth2Connector(Listed):
         url = self._endpoints.authorize_url
         return f"{url}{'&' if urlsplit(url).query else '?'}{urlencode(params)}"
 
-    def callback_code(self, params: Mapping[str, str]) -> str:
+    async def callback_code(self, params: Mapping[str, str]) -> str:
         return code_parameter(params)
 
-    def fetch_identity(self, *, code: str, code_verifier: str, redirect_uri: str,
-                       nonce: str) -> UpstreamIdentity:
-        access_token = self._exchange(code, code_verifier, redirect_uri)
-        profile = self._get_json(self._endpoints.profile_url, access_token, "profile")
+    async def fetch_identity(self, *, code: str, code_verifier: str, redirect_uri: str,
+                             nonce: str) -> UpstreamIdentity:
+        access_token = await self._exchange(code, code_verifier, redirect_uri)
+        profile = await self._get_json(self._endpoints.profile_url, access_token, "profile")
         if not isinstance(profile, dict):
             raise UpstreamError(f"{self.provider_id} profile: not a JSON object", retryable=True)
         subject = lookup(profile, self._subject_field)
         if isinstance(subject, bool) or not isinstance(subject, str | int) or not str(subject):
             raise UpstreamError(f"{self.provider_id} profile: no {self._subject_field!r}")
         if self._endpoints.emails_url and not profile.get("email"):
-            profile = {**profile, "email": self._primary_email(self._endpoints.emails_url, access_token)}
+            email = await self._primary_email(self._endpoints.emails_url, access_token)
+            profile = {**profile, "email": email}
         return UpstreamIdentity(
             self.provider_id, f"{self._namespace_origin}\x00{subject}",
             catalogue_profile(profile, self._fields), subject_kind=self._subject_field,
         )
 
-    def _exchange(self, code: str, code_verifier: str, redirect_uri: str) -> str:
+    async def _exchange(self, code: str, code_verifier: str, redirect_uri: str) -> str:
         data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
         if self._pkce:
             data["code_verifier"] = code_verifier
@@ -117,9 +118,9 @@ class OAuth2Connector(Listed):
             auth = (self._client_id, self._secret.get_secret_value())
         else:
             data |= {"client_id": self._client_id, "client_secret": self._secret.get_secret_value()}
-        reply = self._http.request("POST", self._endpoints.token_url, idempotent=False,
-                                   what=f"{self.provider_id} token", data=data, auth=auth,
-                                   headers={"Accept": "application/json"})
+        reply = await self._http.request("POST", self._endpoints.token_url, idempotent=False,
+                                         what=f"{self.provider_id} token", data=data, auth=auth,
+                                         headers={"Accept": "application/json"})
         body = reply.json_or_form()
         if "error" in body or reply.status != 200:
             error = str(body.get("error", f"HTTP {reply.status}"))[:64]
@@ -133,11 +134,11 @@ class OAuth2Connector(Listed):
             raise UpstreamError(f"{self.provider_id} token: token_type is not bearer")
         return token
 
-    def _get_json(self, url: str, access_token: str, what: str) -> Any:
+    async def _get_json(self, url: str, access_token: str, what: str) -> Any:
         headers = {"Accept": "application/json", **self._endpoints.profile_headers,
                    "Authorization": f"Bearer {access_token}"}
-        reply = self._http.request("GET", url, what=f"{self.provider_id} {what}", idempotent=True,
-                                   headers=headers)
+        reply = await self._http.request("GET", url, what=f"{self.provider_id} {what}",
+                                         idempotent=True, headers=headers)
         if reply.status != 200:
             raise UpstreamError(f"{self.provider_id} {what}: HTTP {reply.status}")
         try:
@@ -145,9 +146,9 @@ class OAuth2Connector(Listed):
         except ValueError:
             raise UpstreamError(f"{self.provider_id} {what}: body is not JSON", retryable=True) from None
 
-    def _primary_email(self, url: str, access_token: str) -> str | None:
+    async def _primary_email(self, url: str, access_token: str) -> str | None:
         """The primary, verified address from a GitHub-style e-mail list (None if none)."""
-        emails = self._get_json(url, access_token, "emails")
+        emails = await self._get_json(url, access_token, "emails")
         if not isinstance(emails, list):
             return None
         for entry in emails:

@@ -16,6 +16,10 @@ The checks follow OIDC Core §3.1.3.7 and are each explicit:
 
 A person upstream is the pair (``iss``, ``sub``): the subject kept (as a keyed digest) is
 both, so pointing a provider id at another issuer can never reach existing people.
+
+Discovery and JWKS are fetched through :class:`~gateway.upstream.isolation.SharedFetch`:
+cached, a failure remembered for ``failure_ttl`` seconds (a dead provider is not asked
+once per request), and one fetch in flight shared by every request that needs it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -37,7 +40,8 @@ from pydantic import SecretStr
 
 from gateway.config.settings import is_loopback_host
 from gateway.upstream.base import UpstreamError, UpstreamIdentity, callback_error, code_parameter
-from gateway.upstream.http import UpstreamHttp
+from gateway.upstream.http import ProviderHttp
+from gateway.upstream.isolation import SharedFetch
 from gateway.upstream.listing import Listed, Listing
 from gateway.upstream.profile import FieldMap, catalogue_profile, lookup, region_code
 
@@ -82,8 +86,9 @@ def _with_query(url: str, params: dict[str, str]) -> str:
 class OIDCConnector(Listed):
     def __init__(self, listing: Listing, *, issuer: str, client_id: str, client_secret: SecretStr,
                  scopes: list[str], auth_method: str, algorithms: list[str], userinfo: bool,
-                 fields: FieldMap, leeway: int, http: UpstreamHttp, metadata_ttl: int) -> None:
-        super().__init__(listing)
+                 fields: FieldMap, leeway: int, http: ProviderHttp, metadata_ttl: int,
+                 failure_ttl: float) -> None:
+        super().__init__(listing, http.available)
         self.issuer = issuer
         self._client_id = client_id
         self._secret = client_secret
@@ -94,68 +99,70 @@ class OIDCConnector(Listed):
         self._fields = fields
         self._leeway = leeway
         self._http = http
-        self._ttl = metadata_ttl
-        self._lock = threading.Lock()
-        self._metadata_cache: tuple[float, dict[str, Any]] | None = None
-        self._keys_cache: tuple[float, list[PublicKey]] | None = None
+        # Cached for metadata_ttl; a failure remembered for failure_ttl; one fetch in flight.
+        self._metadata = SharedFetch[dict[str, Any]](f"{self.provider_id} discovery",
+                                                     ttl=metadata_ttl, failure_ttl=failure_ttl)
+        self._keys = SharedFetch[list[PublicKey]](f"{self.provider_id} jwks", ttl=metadata_ttl,
+                                                  failure_ttl=failure_ttl)
+
+    def available(self) -> bool:
+        # A discovery document that failed moments ago is not asked for again yet: until
+        # then the provider is shown as unavailable rather than failing on each click.
+        return super().available() and not self._metadata.failing()
 
     # -- discovery and keys ----------------------------------------------------------
 
-    def metadata(self) -> dict[str, Any]:
+    async def metadata(self) -> dict[str, Any]:
         """The provider's discovery document (cached for ``metadata_ttl`` seconds)."""
-        with self._lock:
-            now = time.monotonic()
-            if self._metadata_cache and now - self._metadata_cache[0] < self._ttl:
-                return self._metadata_cache[1]
-            url = f"{self.issuer.rstrip('/')}/.well-known/openid-configuration"
-            reply = self._http.request("GET", url, what=f"{self.provider_id} discovery",
-                                       idempotent=True)
-            if reply.status != 200:
-                raise UpstreamError(f"{self.provider_id} discovery: HTTP {reply.status}",
-                                    retryable=True)
-            document = reply.json()
-            # OIDC Discovery §4.3: the issuer in the document is exactly the one configured.
-            if document.get("issuer") != self.issuer:
-                raise UpstreamError(f"{self.provider_id} discovery: issuer differs from settings")
-            for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-                _endpoint(document, name)
-            _endpoint(document, "userinfo_endpoint", required=False)
-            self._metadata_cache = (now, document)
-            return document
+        return await self._metadata.get(self._fetch_metadata)
 
-    def _key_set(self, refresh: bool) -> list[PublicKey]:
-        jwks_uri = str(self.metadata()["jwks_uri"])
-        with self._lock:
-            now = time.monotonic()
-            if not refresh and self._keys_cache and now - self._keys_cache[0] < self._ttl:
-                return self._keys_cache[1]
-            reply = self._http.request("GET", jwks_uri, what=f"{self.provider_id} jwks",
-                                       idempotent=True)
-            if reply.status != 200:
-                raise UpstreamError(f"{self.provider_id} jwks: HTTP {reply.status}", retryable=True)
-            entries = reply.json().get("keys")
-            if not isinstance(entries, list):
-                raise UpstreamError(f"{self.provider_id} jwks: no 'keys' list", retryable=True)
-            keys: list[PublicKey] = []
-            for entry in entries:
-                # Signature keys of asymmetric types only: a symmetric ("oct") key in a JWKS
-                # would let anyone who read the JWKS forge tokens (RFC 8725 §3.1).
-                if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
-                    continue
-                key_type = _KEY_TYPES.get(str(entry.get("kty")))
-                if key_type is None:
-                    continue
-                try:
-                    keys.append(key_type.import_key({k: v for k, v in entry.items() if k != "d"}))
-                except (JoseError, ValueError, TypeError, KeyError):
-                    log.warning("provider key skipped", extra={"provider": self.provider_id})
-            self._keys_cache = (now, keys)
-            return keys
+    async def _fetch_metadata(self) -> dict[str, Any]:
+        url = f"{self.issuer.rstrip('/')}/.well-known/openid-configuration"
+        reply = await self._http.request("GET", url, what=f"{self.provider_id} discovery",
+                                         idempotent=True)
+        if reply.status != 200:
+            raise UpstreamError(f"{self.provider_id} discovery: HTTP {reply.status}",
+                                retryable=True)
+        document = reply.json()
+        # OIDC Discovery §4.3: the issuer in the document is exactly the one configured.
+        if document.get("issuer") != self.issuer:
+            raise UpstreamError(f"{self.provider_id} discovery: issuer differs from settings")
+        for name in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+            _endpoint(document, name)
+        _endpoint(document, "userinfo_endpoint", required=False)
+        return document
 
-    def _candidate_keys(self, kid: str | None, alg: str) -> list[PublicKey]:
+    async def _key_set(self, refresh: bool) -> list[PublicKey]:
+        jwks_uri = str((await self.metadata())["jwks_uri"])
+        return await self._keys.get(lambda: self._fetch_keys(jwks_uri), refresh=refresh)
+
+    async def _fetch_keys(self, jwks_uri: str) -> list[PublicKey]:
+        reply = await self._http.request("GET", jwks_uri, what=f"{self.provider_id} jwks",
+                                         idempotent=True)
+        if reply.status != 200:
+            raise UpstreamError(f"{self.provider_id} jwks: HTTP {reply.status}", retryable=True)
+        entries = reply.json().get("keys")
+        if not isinstance(entries, list):
+            raise UpstreamError(f"{self.provider_id} jwks: no 'keys' list", retryable=True)
+        keys: list[PublicKey] = []
+        for entry in entries:
+            # Signature keys of asymmetric types only: a symmetric ("oct") key in a JWKS
+            # would let anyone who read the JWKS forge tokens (RFC 8725 §3.1).
+            if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+                continue
+            key_type = _KEY_TYPES.get(str(entry.get("kty")))
+            if key_type is None:
+                continue
+            try:
+                keys.append(key_type.import_key({k: v for k, v in entry.items() if k != "d"}))
+            except (JoseError, ValueError, TypeError, KeyError):
+                log.warning("provider key skipped", extra={"provider": self.provider_id})
+        return keys
+
+    async def _candidate_keys(self, kid: str | None, alg: str) -> list[PublicKey]:
         wanted = _ALG_KEY_TYPE[alg]
         for refresh in (False, True):  # an unknown kid: the provider may have rolled its keys
-            keys = [k for k in self._key_set(refresh) if k.key_type == wanted]
+            keys = [k for k in await self._key_set(refresh) if k.key_type == wanted]
             if kid is not None:
                 keys = [k for k in keys if k.kid == kid]
             if keys:
@@ -164,20 +171,22 @@ class OIDCConnector(Listed):
 
     # -- the Connector protocol --------------------------------------------------------
 
-    def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
-                          redirect_uri: str) -> str:
-        endpoint = str(self.metadata()["authorization_endpoint"])
+    async def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
+                                redirect_uri: str) -> str:
+        endpoint = str((await self.metadata())["authorization_endpoint"])
         return _with_query(endpoint, {
             "response_type": "code", "client_id": self._client_id, "redirect_uri": redirect_uri,
             "scope": self._scope, "state": state, "nonce": nonce,
             "code_challenge": code_challenge, "code_challenge_method": "S256",
         })
 
-    def callback_code(self, params: Mapping[str, str]) -> str:
+    async def callback_code(self, params: Mapping[str, str]) -> str:
         # RFC 9207 §2.4: checked before anything else, error responses included.
         iss = params.get("iss")
-        if iss is None and self.metadata().get("authorization_response_iss_parameter_supported") is True:
-            raise UpstreamError(f"{self.provider_id} callback: iss missing (RFC 9207)")
+        if iss is None:
+            promised = (await self.metadata()).get("authorization_response_iss_parameter_supported")
+            if promised is True:
+                raise UpstreamError(f"{self.provider_id} callback: iss missing (RFC 9207)")
         if iss is not None and iss != self.issuer:
             raise UpstreamError(f"{self.provider_id} callback: iss is another issuer (mix-up)")
         error = callback_error(params)
@@ -185,9 +194,9 @@ class OIDCConnector(Listed):
             raise error
         return code_parameter(params)
 
-    def fetch_identity(self, *, code: str, code_verifier: str, redirect_uri: str,
-                       nonce: str) -> UpstreamIdentity:
-        tokens = self._exchange(code, code_verifier, redirect_uri)
+    async def fetch_identity(self, *, code: str, code_verifier: str, redirect_uri: str,
+                             nonce: str) -> UpstreamIdentity:
+        tokens = await self._exchange(code, code_verifier, redirect_uri)
         access_token = tokens.get("access_token")
         id_token = tokens.get("id_token")
         if not isinstance(access_token, str) or not access_token:
@@ -196,10 +205,10 @@ class OIDCConnector(Listed):
             raise UpstreamError(f"{self.provider_id} token: token_type is not Bearer")
         if not isinstance(id_token, str) or not id_token:
             raise UpstreamError(f"{self.provider_id} token: no id_token")
-        claims = self.verify_id_token(id_token, nonce=nonce, access_token=access_token)
+        claims = await self.verify_id_token(id_token, nonce=nonce, access_token=access_token)
         profile_claims = dict(claims)
-        if self._use_userinfo and self.metadata().get("userinfo_endpoint"):
-            profile_claims.update(self._userinfo(access_token, str(claims["sub"])))
+        if self._use_userinfo and (await self.metadata()).get("userinfo_endpoint"):
+            profile_claims.update(await self._userinfo(access_token, str(claims["sub"])))
         amr = claims.get("amr")
         methods = tuple(str(m)[:32] for m in amr[:10]) if isinstance(amr, list) else ()
         return UpstreamIdentity(
@@ -210,7 +219,7 @@ class OIDCConnector(Listed):
 
     # -- steps -------------------------------------------------------------------------
 
-    def _exchange(self, code: str, code_verifier: str, redirect_uri: str) -> dict[str, Any]:
+    async def _exchange(self, code: str, code_verifier: str, redirect_uri: str) -> dict[str, Any]:
         data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri,
                 "code_verifier": code_verifier}
         auth = None
@@ -218,9 +227,9 @@ class OIDCConnector(Listed):
             auth = (self._client_id, self._secret.get_secret_value())
         else:
             data |= {"client_id": self._client_id, "client_secret": self._secret.get_secret_value()}
-        reply = self._http.request("POST", str(self.metadata()["token_endpoint"]),
-                                   what=f"{self.provider_id} token", idempotent=False, data=data,
-                                   auth=auth, headers={"Accept": "application/json"})
+        reply = await self._http.request("POST", str((await self.metadata())["token_endpoint"]),
+                                         what=f"{self.provider_id} token", idempotent=False,
+                                         data=data, auth=auth, headers={"Accept": "application/json"})
         body = reply.json()
         if reply.status != 200 or "error" in body:
             error = str(body.get("error", f"HTTP {reply.status}"))[:64]
@@ -231,7 +240,8 @@ class OIDCConnector(Listed):
             raise UpstreamError(f"{self.provider_id} token: {error}", retryable=retryable)
         return body
 
-    def verify_id_token(self, id_token: str, *, nonce: str, access_token: str | None) -> dict[str, Any]:
+    async def verify_id_token(self, id_token: str, *, nonce: str,
+                              access_token: str | None) -> dict[str, Any]:
         """The ID token's claims after every check in the module docstring."""
         where = f"{self.provider_id} ID token"
         try:
@@ -243,7 +253,7 @@ class OIDCConnector(Listed):
             raise UpstreamError(f"{where}: algorithm {str(alg)[:16]!r} not accepted")
         kid = header.get("kid")
         claims: dict[str, Any] | None = None
-        for key in self._candidate_keys(kid if isinstance(kid, str) else None, alg):
+        for key in await self._candidate_keys(kid if isinstance(kid, str) else None, alg):
             try:
                 claims = jwt.decode(id_token, key, algorithms=self._algorithms).claims
                 break
@@ -282,11 +292,11 @@ class OIDCConnector(Listed):
         if not isinstance(sub, str) or not sub or len(sub) > 255:
             raise UpstreamError(f"{where}: sub missing")
 
-    def _userinfo(self, access_token: str, sub: str) -> dict[str, Any]:
-        reply = self._http.request("GET", str(self.metadata()["userinfo_endpoint"]),
-                                   what=f"{self.provider_id} userinfo", idempotent=True,
-                                   headers={"Authorization": f"Bearer {access_token}",
-                                            "Accept": "application/json"})
+    async def _userinfo(self, access_token: str, sub: str) -> dict[str, Any]:
+        reply = await self._http.request("GET", str((await self.metadata())["userinfo_endpoint"]),
+                                         what=f"{self.provider_id} userinfo", idempotent=True,
+                                         headers={"Authorization": f"Bearer {access_token}",
+                                                  "Accept": "application/json"})
         if reply.status != 200:
             raise UpstreamError(f"{self.provider_id} userinfo: HTTP {reply.status}")
         if reply.content_type.startswith("application/jwt"):

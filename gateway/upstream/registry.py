@@ -26,7 +26,8 @@ from gateway.upstream import alipay
 from gateway.upstream.base import Connector
 from gateway.upstream.credentials import read_secret
 from gateway.upstream.demo import DemoConnector, DemoProvider
-from gateway.upstream.http import UpstreamHttp
+from gateway.upstream.http import ProviderHttp, UpstreamHttp
+from gateway.upstream.isolation import CircuitBreaker
 from gateway.upstream.listing import Listing
 from gateway.upstream.oauth2 import (
     GENERIC_FIELDS,
@@ -77,7 +78,15 @@ def _listing(config: ProviderSettings, logos: Collection[str] | None) -> Listing
     return Listing(config.id, config.name, config.name_zh, logo)
 
 
-def _oidc(config: OIDCProviderSettings, settings: Settings, http: UpstreamHttp,
+def _provider_http(http: UpstreamHttp, provider_id: str, settings: Settings) -> ProviderHttp:
+    """The provider's own call limit and circuit breaker, on the shared connection pool."""
+    return http.for_provider(provider_id, concurrency=settings.upstream_concurrency,
+                             breaker=CircuitBreaker(provider_id,
+                                                    failures=settings.upstream_breaker_failures,
+                                                    cooldown=settings.upstream_breaker_cooldown))
+
+
+def _oidc(config: OIDCProviderSettings, settings: Settings, http: ProviderHttp,
           listing: Listing) -> OIDCConnector:
     return OIDCConnector(
         listing, issuer=config.issuer, client_id=config.client_id,
@@ -87,10 +96,11 @@ def _oidc(config: OIDCProviderSettings, settings: Settings, http: UpstreamHttp,
         algorithms=list(config.id_token_algorithms), userinfo=config.userinfo,
         fields=_fields(OIDC_FIELDS, config.fields, f"provider {config.id} fields"),
         leeway=config.leeway, http=http, metadata_ttl=settings.upstream_metadata_ttl,
+        failure_ttl=settings.upstream_failure_ttl,
     )
 
 
-def _oauth2(config: OAuth2ProviderSettings, settings: Settings, http: UpstreamHttp,
+def _oauth2(config: OAuth2ProviderSettings, settings: Settings, http: ProviderHttp,
             listing: Listing) -> OAuth2Connector:
     github = config.preset == "github"
     preset = GITHUB_ENDPOINTS if github else None
@@ -114,7 +124,7 @@ def _oauth2(config: OAuth2ProviderSettings, settings: Settings, http: UpstreamHt
     )
 
 
-def _alipay(config: AlipayProviderSettings, settings: Settings, http: UpstreamHttp,
+def _alipay(config: AlipayProviderSettings, settings: Settings, http: ProviderHttp,
             listing: Listing) -> alipay.AlipayConnector:
     where = f"provider {config.id}"
     private = read_secret(config.app_private_key, settings.keys_dir, f"{where} app_private_key")
@@ -153,24 +163,26 @@ def build_upstreams(settings: Settings, store: Store, demo_authorize_endpoint: s
     enabled = [config for config in settings.providers if config.enabled]
     if not enabled:
         return upstreams
-    http = UpstreamHttp(timeout=settings.upstream_timeout, retries=settings.upstream_retries)
+    http = UpstreamHttp(timeout=settings.upstream_timeout, retries=settings.upstream_retries,
+                        deadline=settings.upstream_deadline)
     upstreams.http = http
     for config in enabled:
         listing = _listing(config, logos)
+        provider_http = _provider_http(http, config.id, settings)
         if isinstance(config, OIDCProviderSettings):
-            upstreams.connectors[config.id] = _oidc(config, settings, http, listing)
+            upstreams.connectors[config.id] = _oidc(config, settings, provider_http, listing)
         elif isinstance(config, OAuth2ProviderSettings):
-            upstreams.connectors[config.id] = _oauth2(config, settings, http, listing)
+            upstreams.connectors[config.id] = _oauth2(config, settings, provider_http, listing)
         elif isinstance(config, AlipayProviderSettings):
-            upstreams.connectors[config.id] = _alipay(config, settings, http, listing)
+            upstreams.connectors[config.id] = _alipay(config, settings, provider_http, listing)
         else:
-            _wechat(config, settings, http, listing, upstreams)
+            _wechat(config, settings, provider_http, listing, upstreams)
     log.info("upstream providers", extra={"providers": sorted(upstreams.connectors),
                                           "mini_programs": sorted(upstreams.mini_programs)})
     return upstreams
 
 
-def _wechat(config: WeChatProviderSettings, settings: Settings, http: UpstreamHttp,
+def _wechat(config: WeChatProviderSettings, settings: Settings, http: ProviderHttp,
             listing: Listing, upstreams: Upstreams) -> None:
     secret = read_secret(config.secret, settings.keys_dir, f"provider {config.id} secret")
     if config.product == "mini_program":

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 from pydantic import SecretStr
 
 from gateway.upstream.base import UpstreamError, UpstreamIdentity, code_parameter
-from gateway.upstream.http import Reply, UpstreamHttp
+from gateway.upstream.http import ProviderHttp, Reply
 from gateway.upstream.listing import Listed, Listing
 from gateway.upstream.profile import FieldMap, catalogue_profile, region_code
 
@@ -83,7 +83,7 @@ class _WeChatApi:
     """The calls shared by every WeChat product."""
 
     def __init__(self, provider_id: str, *, app_id: str, secret: SecretStr,
-                 unionid_namespace: str, api_base: str, http: UpstreamHttp) -> None:
+                 unionid_namespace: str, api_base: str, http: ProviderHttp) -> None:
         self._provider_id = provider_id
         self.app_id = app_id
         self._secret = secret
@@ -91,10 +91,11 @@ class _WeChatApi:
         self._api = api_base
         self._http = http
 
-    def call(self, path: str, params: dict[str, str], what: str, *, idempotent: bool) -> dict[str, Any]:
+    async def call(self, path: str, params: dict[str, str], what: str, *,
+                   idempotent: bool) -> dict[str, Any]:
         where = f"{self._provider_id} {what}"
-        reply: Reply = self._http.request("GET", f"{self._api}{path}", what=where, params=params,
-                                          idempotent=idempotent)
+        reply: Reply = await self._http.request("GET", f"{self._api}{path}", what=where,
+                                                params=params, idempotent=idempotent)
         body = reply.json()  # whatever the Content-Type: text/plain happens
         error = errcode_error(body, where)
         if error is not None:
@@ -129,8 +130,8 @@ class WeChatConnector(Listed):
 
     def __init__(self, listing: Listing, *, product: str, app_id: str, secret: SecretStr,
                  scope: str, unionid_namespace: str, api_base: str, open_base: str,
-                 http: UpstreamHttp) -> None:
-        super().__init__(listing)
+                 http: ProviderHttp) -> None:
+        super().__init__(listing, http.available)
         self._api = _WeChatApi(listing.provider_id, app_id=app_id, secret=secret,
                                unionid_namespace=unionid_namespace, api_base=api_base, http=http)
         self._website = product == "website"
@@ -144,19 +145,19 @@ class WeChatConnector(Listed):
         inside_wechat = "micromessenger" in user_agent.lower()
         return inside_wechat != self._website
 
-    def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
-                          redirect_uri: str) -> str:
+    async def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
+                                redirect_uri: str) -> str:
         # The order is WeChat's (it matches the URL strictly); no PKCE, no nonce upstream.
         query = urlencode([("appid", self._api.app_id), ("redirect_uri", redirect_uri),
                            ("response_type", "code"), ("scope", self._scope), ("state", state)])
         return f"{self._authorize}?{query}#wechat_redirect"
 
-    def callback_code(self, params: Mapping[str, str]) -> str:
+    async def callback_code(self, params: Mapping[str, str]) -> str:
         return code_parameter(params)  # a refusal comes back with state and no code
 
-    def fetch_identity(self, *, code: str, code_verifier: str, redirect_uri: str,
-                       nonce: str) -> UpstreamIdentity:
-        token = self._api.call("/sns/oauth2/access_token", {
+    async def fetch_identity(self, *, code: str, code_verifier: str, redirect_uri: str,
+                             nonce: str) -> UpstreamIdentity:
+        token = await self._api.call("/sns/oauth2/access_token", {
             **self._api.credentials(), "code": code, "grant_type": "authorization_code",
         }, "token", idempotent=False)
         if str(token.get("is_snapshotuser", "0")) == "1":
@@ -169,7 +170,7 @@ class WeChatConnector(Listed):
         scopes = str(token.get("scope", self._scope)).split(",")
         if not any(s in ("snsapi_userinfo", "snsapi_login") for s in scopes):
             return self._api.identity(token, None, "token")  # snsapi_base: the openid only
-        info = self._api.call("/sns/userinfo", {"access_token": access_token, "openid": openid,
+        info = await self._api.call("/sns/userinfo", {"access_token": access_token, "openid": openid,
                                                 "lang": "zh_CN"}, "userinfo", idempotent=True)
         if info.get("openid") != openid:
             raise UpstreamError(f"{self.provider_id} userinfo: openid differs from the token's")
@@ -188,18 +189,18 @@ class WeChatMiniProgram:
     """
 
     def __init__(self, provider_id: str, *, app_id: str, secret: SecretStr, shops: list[str],
-                 unionid_namespace: str, api_base: str, http: UpstreamHttp) -> None:
+                 unionid_namespace: str, api_base: str, http: ProviderHttp) -> None:
         self.provider_id = provider_id
         self.shops = frozenset(shops)
         self._api = _WeChatApi(provider_id, app_id=app_id, secret=secret,
                                unionid_namespace=unionid_namespace, api_base=api_base, http=http)
 
-    def exchange(self, js_code: str) -> UpstreamIdentity:
+    async def exchange(self, js_code: str) -> UpstreamIdentity:
         """Who the code belongs to. Raises UpstreamError (40029 invalid code, 40163 used,
         40226 blocked high-risk user, 45011 rate limit, -1 busy, …)."""
         if not js_code or len(js_code) > 256:
             raise UpstreamError(f"{self.provider_id} jscode2session: code missing")
-        body = self._api.call("/sns/jscode2session", {
+        body = await self._api.call("/sns/jscode2session", {
             **self._api.credentials(), "js_code": js_code, "grant_type": "authorization_code",
         }, "jscode2session", idempotent=False)
         # session_key is dropped here: only openid and unionid are read from the body.

@@ -118,6 +118,13 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "The sign-in provider did not complete the sign-in.",
         "zh-CN": "第三方登录未能完成。",
     },
+    # A provider whose circuit is open (docs/providers.md, "Slow providers").
+    "provider_unavailable": {
+        "en": "This sign-in method is temporarily unavailable: it has been failing, so it is "
+              "not tried for a short while. Other sign-in methods still work.",
+        "zh-CN": "此登录方式暂时不可用：它近期多次失败，短时间内不会再尝试。其他登录方式仍可使用。",
+    },
+    "unavailable_now": {"en": "temporarily unavailable", "zh-CN": "暂时不可用"},
 }
 
 

@@ -63,7 +63,7 @@ def build_linking_router(web: WebContext, flow: AuthorizationFlow) -> APIRouter:
         if person is None or time.time() - person.signed_in_at > LINK_MAX_AGE:
             return await sign_in_again(request)  # a recent sign-in proves who is linking
         try:
-            location = await bridge.in_worker(web.logins.start_link, provider_id, person.id, browser)
+            location = await web.logins.start_link(provider_id, person.id, browser)
         except UpstreamError:
             raise BrowserError("temporarily_unavailable",
                                "The provider cannot be reached. Try again later.", 502) from None

@@ -33,6 +33,7 @@ import logging
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from authlib.oauth2.rfc6749 import (
     AccessDeniedError,
@@ -54,7 +55,7 @@ from gateway.oidc.server import JSON_HEADERS, ProviderRequest, ProviderServer
 from gateway.oidc.server import Response as ProviderResponse
 from gateway.oidc.tokens import AuthorizationCode, StaleGrantError, new_family, new_secret
 from gateway.policy import requested_fields
-from gateway.upstream import UpstreamError
+from gateway.upstream import UpstreamError, UpstreamIdentity
 from gateway.upstream.wechat import WeChatMiniProgram
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,20 @@ class MiniProgramUnavailableError(OAuth2Error):  # type: ignore[misc]
     status_code = 503
 
 
-def mini_program_login(ctx: ProviderContext, server: ProviderServer, program: WeChatMiniProgram,
-                       request: ProviderRequest) -> ProviderResponse:
-    """Authenticate the shop, exchange the code at WeChat, and issue a gateway code."""
+@dataclass(frozen=True, slots=True)
+class CheckedLogin:
+    """A mini-program login request whose shop is authenticated and whose form is valid."""
+
+    shop: Shop
+    js_code: str
+    challenge: str
+    nonce: str | None
+    scope: str
+
+
+def check_mini_program_login(server: ProviderServer, program: WeChatMiniProgram,
+                             request: ProviderRequest) -> CheckedLogin:
+    """Authenticate the shop and check the form (synchronous: authlib and Redis, in a worker)."""
     shop: Shop = server.authenticate_client(request, AUTH_METHODS, "token")
     if shop.client_id not in program.shops or not shop.check_grant_type("authorization_code"):
         raise UnauthorizedClientError(description="This shop may not use this mini program.")
@@ -89,14 +101,25 @@ def mini_program_login(ctx: ProviderContext, server: ProviderServer, program: We
     scope = shop.get_allowed_scope(form.get("scope") or "openid")
     if "openid" not in scope.split():
         raise InvalidScopeError("The scope must include 'openid'.")
+    return CheckedLogin(shop, js_code, challenge, nonce, scope)
+
+
+async def exchange_js_code(program: WeChatMiniProgram, checked: CheckedLogin) -> UpstreamIdentity:
+    """Ask WeChat whose code it is: async HTTP with the call deadline, on the event loop."""
     try:
-        identity = program.exchange(js_code)
+        return await program.exchange(checked.js_code)
     except UpstreamError as error:
         log.warning("mini-program sign-in failed", extra={"reason": error.reason,
-                                                          "client_id": shop.client_id})
+                                                          "client_id": checked.shop.client_id})
         if error.retryable:
             raise MiniProgramUnavailableError() from None
         raise InvalidGrantError("The wx.login code is invalid, used, expired or refused.") from None
+
+
+def mini_program_login(ctx: ProviderContext, program: WeChatMiniProgram, checked: CheckedLogin,
+                       identity: UpstreamIdentity) -> ProviderResponse:
+    """Resolve the person WeChat named and issue a gateway code (synchronous, in a worker)."""
+    shop, challenge, nonce, scope = checked.shop, checked.challenge, checked.nonce, checked.scope
     person_id = ctx.identities.resolve(identity)
     # The same audit events as a browser sign-in and its authorization code.
     ctx.record("sign_in", actor_type="person", actor_id=person_id, person=person_id)
@@ -141,7 +164,11 @@ def build_miniprogram_router(ctx: ProviderContext, server: ProviderServer,
                 raise InvalidRequestError("Unknown mini program.", status_code=404)
             oauth_request = await bridge.provider_request(
                 request, ctx.endpoint(f"/miniprogram/{provider_id}/login"), limit)
-            result = await bridge.in_worker(mini_program_login, ctx, server, program, oauth_request)
+            # Shop authentication in a worker, WeChat on the event loop (no thread waits on
+            # it), then the Redis work in a worker again.
+            checked = await bridge.in_worker(check_mini_program_login, server, program, oauth_request)
+            identity = await exchange_js_code(program, checked)
+            result = await bridge.in_worker(mini_program_login, ctx, program, checked, identity)
         except OAuth2Error as error:
             return bridge.error_response(error)
         return bridge.to_response(result)

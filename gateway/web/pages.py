@@ -24,6 +24,7 @@ from gateway.oidc.server import ProviderRequest, ProviderServer
 from gateway.oidc.sessions import SESSION_COOKIE, Person
 from gateway.store.commits import Staged
 from gateway.upstream import UpstreamError
+from gateway.upstream.base import ProviderUnavailableError
 from gateway.upstream.demo import DEMO_PEOPLE, DemoProvider, find_demo_person
 from gateway.upstream.logins import UpstreamLogins
 from gateway.web.consent_view import consent_view, granted_items
@@ -54,11 +55,14 @@ class WebContext:
     demo: DemoProvider | None
 
 
-def provider_choices(web: WebContext, request: Request, leave_out: str = "") -> list[dict[str, str]]:
-    """The providers the sign-in page lists for this browser, named in its language."""
+def provider_choices(web: WebContext, request: Request,
+                     leave_out: str = "") -> list[dict[str, str | bool]]:
+    """The providers the sign-in page lists for this browser, named in its language; one
+    whose circuit is open is listed as unavailable for the moment (not as a link)."""
     language = web.renderer.language(request)
     agent = request.headers.get("user-agent", "")
-    return [{"id": c.provider_id, "name": c.name_in(language), "logo": c.logo}
+    return [{"id": c.provider_id, "name": c.name_in(language), "logo": c.logo,
+             "available": c.available()}
             for c in web.logins.connectors.values()
             if c.provider_id != leave_out and c.offered_to(agent)]
 
@@ -106,7 +110,8 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
         if pending is None:
             raise BrowserError("invalid_request", EXPIRED)
         try:
-            location = await bridge.in_worker(web.logins.start, provider_id, request_id, browser)
+            # A coroutine on async HTTP with a total deadline: no worker thread waits on it.
+            location = await web.logins.start(provider_id, request_id, browser)
         except UpstreamError as error:  # e.g. the provider's discovery document is unreachable
             error.request_id = request_id
             return await _upstream_failed(request, error, browser)
@@ -118,9 +123,7 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
         if provider_id not in web.logins.connectors:
             raise BrowserError("invalid_request", "Unknown sign-in provider.", 404)
         try:
-            finished = await bridge.in_worker(
-                web.logins.finish, provider_id, dict(request.query_params), browser
-            )
+            finished = await web.logins.finish(provider_id, dict(request.query_params), browser)
         except UpstreamError as error:
             return await _upstream_failed(request, error, browser)
         if finished.link_person is not None:  # the explicit linking step (docs/providers.md)
@@ -161,7 +164,9 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
             back_url = outcome.location if isinstance(outcome, Redirect) else None
         return web.renderer.page(request, "error.html", status_code=502 if error.retryable else 400,
                                  error="temporarily_unavailable" if error.retryable else "access_denied",
-                                 message_key="upstream_failed",
+                                 message_key=("provider_unavailable"
+                                              if isinstance(error, ProviderUnavailableError)
+                                              else "upstream_failed"),
                                  message=_UPSTREAM_HINTS[error.retryable][web.renderer.language(request)],
                                  back_url=back_url)
 
