@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -22,6 +24,7 @@ from gateway.audit import AuditError, AuditService
 from gateway.audit.relay import OutboxRelay
 from gateway.audit.staff import StaffDirectory, StaffSessions
 from gateway.config import Settings
+from gateway.config.settings import is_loopback_host
 from gateway.consent import ConsentService
 from gateway.errors import BrowserError
 from gateway.gate import ServiceGate
@@ -223,6 +226,15 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
     return Gateway(settings, store, provider, ProviderServer(provider), Metrics(), sealer)
 
 
+def metrics_allowed(settings: Settings, request: Request) -> bool:
+    expected = settings.metrics_token_sha256
+    if expected:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        digest = hashlib.sha256(token.strip().encode()).hexdigest()
+        return scheme.lower() == "bearer" and hmac.compare_digest(digest, expected)
+    return request.client is not None and is_loopback_host(request.client.host)
+
+
 def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     hold_secret_logging_libraries()
     gateway = build_gateway(settings, store)
@@ -277,7 +289,11 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     add_health_routes(app, gateway)
 
     @app.get("/metrics")
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        # Metrics name routes, shops and rates: not for the public. With a token configured
+        # the scraper sends it as a bearer token; without one only loopback may read them.
+        if not metrics_allowed(settings, request):
+            return JSONResponse({"error": "forbidden"}, status_code=403)
         return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.exception_handler(BrowserError)
@@ -310,7 +326,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     continuity = provider.audit.continuity
     if continuity is not None:
         app.add_middleware(
-            ServiceGate, problem=lambda: continuity.problem,
+            ServiceGate, problem=lambda: continuity.problem, is_page=is_page,
             page=lambda request, message: renderer.page(
                 request, "error.html", status_code=503, error="temporarily_unavailable",
                 message=message, back_url=None))

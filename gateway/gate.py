@@ -17,16 +17,17 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 ALWAYS_SERVED = frozenset({"/healthz/live", "/metrics"})
-RETRY_AFTER_SECONDS = "30"
+RETRY_AFTER_SECONDS = "30"  # longer than an outage's 5: an operator has to act first
 DESCRIPTION = "The gateway is stopped by its operator's data checks. Please try again later."
 
 
 class ServiceGate:
     def __init__(self, app: ASGIApp, problem: Callable[[], str | None],
-                 page: Callable[[Request, str], Response]) -> None:
+                 page: Callable[[Request, str], Response], is_page: Callable[[str], bool]) -> None:
         self.app = app
         self.problem = problem
         self.page = page
+        self.is_page = is_page  # the app's one rule: the person's pages get the error page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in ALWAYS_SERVED or self.problem() is None:
@@ -34,7 +35,7 @@ class ServiceGate:
             return
         request = Request(scope, receive)
         # The reason goes to the operator's log (continuity.py), not to the public.
-        if "text/html" in request.headers.get("accept", ""):
+        if self.is_page(scope["path"]):
             response = self.page(request, DESCRIPTION)
         else:
             response = Response(orjson.dumps({"error": "temporarily_unavailable",

@@ -277,6 +277,9 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(default=60.0, ge=1.0, le=86400.0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    metrics_token_sha256: str = Field(
+        default="", pattern=r"^([0-9a-f]{64})?$",
+        description="SHA-256 (hex) of the bearer token /metrics requires; empty: loopback only.")
     providers: list[ProviderSettings] = Field(
         default_factory=list, description="Upstream sign-in providers (docs/providers.md)."
     )

@@ -56,7 +56,7 @@ def test_redis_restarted_empty_is_refused_until_a_new_epoch_is_opened(tmp_path: 
         api = httpx.get(f"{gateway.url}/.well-known/openid-configuration", timeout=3)
         assert api.status_code == 503 and api.json()["error"] == "temporarily_unavailable"
         assert api.headers["retry-after"] and api.headers.get("x-request-id")
-        page = httpx.get(f"{gateway.url}/account", headers={"accept": "text/html"}, timeout=3)
+        page = httpx.get(f"{gateway.url}/account", timeout=3)
         assert page.status_code == 503 and "<html" in page.text.lower()
         log = gateway.log_file.read_text()
         assert "audit continuity broken" in log and "gateway audit new-epoch" in log

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 from starlette.testclient import TestClient
@@ -92,10 +93,19 @@ def test_healthz_reports_redis(client: TestClient) -> None:
     assert reply.json() == {"status": "ok", "redis": True}
 
 
-def test_metrics_count_requests(client: TestClient) -> None:
+def test_metrics_count_requests_and_need_the_scrapers_token(shop: ShopHandle, make_client: Any) -> None:
+    import hashlib
+
+    client = make_client(metrics_token_sha256=hashlib.sha256(b"scraper-token").hexdigest())
     client.get("/jwks")
-    text = client.get("/metrics").text
+    assert client.get("/metrics").status_code == 403  # issue 14: metrics were public
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 403
+    text = client.get("/metrics", headers={"Authorization": "Bearer scraper-token"}).text
     assert 'gateway_http_requests_total{method="GET",route="/jwks",status="200"}' in text
+
+
+def test_metrics_without_a_token_are_for_loopback_only(client: TestClient) -> None:
+    assert client.get("/metrics").status_code == 403  # the test client is not on loopback
 
 
 def test_pages_carry_a_strict_content_security_policy(client: TestClient) -> None:
