@@ -59,7 +59,9 @@ def demo_site(make_settings: Callable[..., Settings], store: Store, policies_dir
         stop(server, thread)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running on the main
+# thread while it is open, and every later test that calls asyncio.run() would fail.
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium is required for the browser tests and was not found at {CHROMIUM}")
