@@ -126,10 +126,9 @@ class ShopConfig(BaseModel):
             raise ValueError("give either 'jwks' or 'jwks_uri', not both")
         if self.jwks_uri and urlsplit(self.jwks_uri).scheme != "https":
             raise ValueError("jwks_uri must use https")
-        if self.sector_identifier_uri is None and len(self.redirect_hosts) > 1:
-            # OIDC Core §8.1: redirect URIs on several hosts need a sector_identifier_uri,
-            # or the pairwise subject would differ between them.
-            raise ValueError("redirect URIs span several hosts: set sector_identifier_uri")
+        # OIDC Core §8.1 asks for a sector_identifier_uri when redirect URIs span several
+        # hosts because its sector is the host; here the sector is the shop itself
+        # (gateway/oidc/sectors.py), which stays one sector whatever hosts it redirects to.
         return self
 
     @property
@@ -248,8 +247,11 @@ class ShopRegistry:
             config = load_shop_file(path)
             if config.client_id in shops:
                 raise ConfigError(f"invalid shop file {path}: duplicate client_id {config.client_id}")
-            sector = verified_sector(config.client_id, config.sector_identifier_uri,
-                                     config.redirect_uris, keys_dir)
+            try:  # fails closed: no shop without its sector (gateway/oidc/sectors.py)
+                sector = verified_sector(config.client_id, config.sector_identifier_uri,
+                                         config.redirect_uris, keys_dir)
+            except ConfigError as error:
+                raise ConfigError(f"invalid shop file {path}: {error}") from None
             shops[config.client_id] = Shop(config, keys_dir, default_alg, sector)
         return cls(shops)
 
