@@ -52,6 +52,7 @@ from gateway.web.audit_api import StaffAccess, build_audit_api
 from gateway.web.console import build_console
 from gateway.web.linking import build_linking_router
 from gateway.web.miniprogram import build_miniprogram_router
+from gateway.web.openapi import build_openapi_router
 from gateway.web.rendering import TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -284,6 +285,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.include_router(build_console(provider, provider.audit, staff_access, renderer, web.csrf_secret))
     app.include_router(build_miniprogram_router(provider, gateway.server, upstreams.mini_programs))
     app.include_router(build_linking_router(web, flow))
+    app.include_router(build_openapi_router(settings.issuer))  # GET /openapi.json, written out
     app.mount("/static", StaticFiles(directory=TEMPLATES.parent / "static"), name="static")
 
     add_health_routes(app, gateway)
