@@ -50,6 +50,7 @@ from gateway.web import Renderer, WebContext, build_pages_router
 from gateway.web.account import build_account_router
 from gateway.web.audit_api import StaffAccess, build_audit_api
 from gateway.web.console import build_console
+from gateway.web.limits import RateLimitedError, RequestLimits, retry_after_header
 from gateway.web.linking import build_linking_router
 from gateway.web.miniprogram import build_miniprogram_router
 from gateway.web.openapi import build_openapi_router
@@ -145,18 +146,30 @@ def add_health_routes(app: FastAPI, gateway: Gateway) -> None:
     app.add_api_route("/healthz", ready, methods=["GET"])
 
 
-def unavailable(renderer: Renderer, request: Request, description: str) -> Response:
-    """503 ``temporarily_unavailable``: the error page on a person's pages, RFC 6749-style JSON
-    elsewhere; ``Retry-After`` either way (telemetry adds the request id)."""
+def refusal(renderer: Renderer, request: Request, status: int, message_key: str, description: str,
+            retry_after: str) -> Response:
+    """``temporarily_unavailable`` with ``Retry-After``: the error page on a person's pages,
+    RFC 6749-style JSON elsewhere (telemetry adds the request id)."""
     response: Response
     if is_page(request.url.path):
-        response = renderer.page(request, "error.html", status_code=503, error=UNAVAILABLE,
-                                 message_key="error_unavailable", back_url=None)
+        response = renderer.page(request, "error.html", status_code=status, error=UNAVAILABLE,
+                                 message_key=message_key, back_url=None)
     else:
         response = JSONResponse({"error": UNAVAILABLE, "error_description": description},
-                                status_code=503, headers={"Cache-Control": "no-store"})
-    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+                                status_code=status, headers={"Cache-Control": "no-store"})
+    response.headers["Retry-After"] = retry_after
     return response
+
+
+def unavailable(renderer: Renderer, request: Request, description: str) -> Response:
+    """503: Redis or the audit log is out."""
+    return refusal(renderer, request, 503, "error_unavailable", description, str(RETRY_AFTER_SECONDS))
+
+
+def too_many_requests(renderer: Renderer, request: Request, retry_after: float) -> Response:
+    """429 (RFC 6585 §4): over a rate limit (gateway/web/limits.py)."""
+    return refusal(renderer, request, 429, "error_rate_limited",
+                   "Too many requests. Please try again later.", retry_after_header(retry_after))
 
 
 def last_resort(renderer: Renderer, request: Request, error: Exception) -> Response:
@@ -312,6 +325,10 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
     app.add_exception_handler(AuditError, outage)
     app.add_exception_handler(redis.RedisError, outage)
 
+    @app.exception_handler(RateLimitedError)
+    async def rate_limited(request: Request, error: RateLimitedError) -> Response:
+        return too_many_requests(renderer, request, error.retry_after)
+
     @app.exception_handler(OAuth2Error)
     async def oauth_error(_: Request, error: OAuth2Error) -> Response:
         return bridge.error_response(error)
@@ -325,6 +342,18 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                   exc_info=error)
         return JSONResponse({"error": "server_error"}, status_code=500)
 
+    add_middleware_stack(app, gateway, renderer)
+    return app
+
+
+def add_middleware_stack(app: FastAPI, gateway: Gateway, renderer: Renderer) -> None:
+    """Outermost first: telemetry, the service gate, rate limits."""
+    settings, provider = gateway.settings, gateway.provider
+    # Inside the service gate (nothing touches a Redis that may have lost data) and inside
+    # telemetry (refusals are counted and carry a request id).
+    if settings.rate_limits:
+        app.add_middleware(RequestLimits, limits=gateway.store.limits, settings=settings,
+                           refuse=partial(too_many_requests, renderer))
     continuity = provider.audit.continuity
     if continuity is not None:
         app.add_middleware(
@@ -333,4 +362,3 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
                 request, "error.html", status_code=503, error="temporarily_unavailable",
                 message=message, back_url=None))
     app.add_middleware(TelemetryMiddleware, metrics=gateway.metrics, on_error=partial(last_resort, renderer))
-    return app

@@ -226,6 +226,22 @@ ProviderSettings = Annotated[
 ]
 
 
+# -- rate limits (docs/threat-model.md, "Rate limits") ----------------------------------
+
+
+class RateLimit(BaseModel):
+    """``count`` requests per ``per_seconds`` on average, ``burst`` of them at once.
+
+    In TOML ``rate_limit_authorize_per_ip = {count = 300, per_seconds = 60, burst = 150}``; in
+    the environment the same as JSON."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    count: int = Field(ge=1, le=1_000_000)
+    per_seconds: float = Field(gt=0, le=86400)
+    burst: int = Field(ge=1, le=1_000_000)
+
+
 class Settings(BaseSettings):
     """Everything an operator can set. Field names map to ``GATEWAY_<NAME>``."""
 
@@ -309,6 +325,33 @@ class Settings(BaseSettings):
     upstream_failure_ttl: float = Field(
         default=15.0, ge=1.0, le=300.0,
         description="Seconds a failed OIDC discovery or JWKS fetch is remembered (not retried).")
+
+    # Rate limits (docs/threat-model.md, "Rate limits"), held in Redis across workers and
+    # hosts. Per IP means the client address uvicorn reports (behind a proxy: its
+    # --forwarded-allow-ips); IPv6 addresses count per /64. Defaults leave room for a
+    # carrier-grade NAT, where thousands of people share one address.
+    rate_limits: bool = Field(default=True, description="Off only for benchmarks and load tests.")
+    rate_limit_authorize_per_ip: RateLimit = Field(
+        default=RateLimit(count=300, per_seconds=60, burst=150),
+        description="Authorization requests and upstream sign-in starts (each parks state).")
+    rate_limit_client_failures_per_ip: RateLimit = Field(
+        default=RateLimit(count=60, per_seconds=60, burst=30),
+        description="Failed client authentications (401 invalid_client) from one address.")
+    rate_limit_client_failures_per_client: RateLimit = Field(
+        default=RateLimit(count=10, per_seconds=60, burst=10),
+        description="Failed client authentications for one client_id from one address.")
+    rate_limit_staff_failures_per_ip: RateLimit = Field(
+        default=RateLimit(count=10, per_seconds=60, burst=5),
+        description="Failed staff sign-ins and staff API tokens from one address.")
+    rate_limit_account_writes_per_person: RateLimit = Field(
+        default=RateLimit(count=30, per_seconds=60, burst=10),
+        description="Consent-centre changes (withdraw, erase, link) by one person.")
+    rate_limit_miniprogram_per_ip: RateLimit = Field(
+        default=RateLimit(count=1200, per_seconds=60, burst=300),
+        description="Mini-program logins from one address (a shop's back end).")
+    rate_limit_miniprogram_per_shop: RateLimit = Field(
+        default=RateLimit(count=3000, per_seconds=60, burst=600),
+        description="Mini-program logins of one authenticated shop (WeChat's quota).")
 
     @classmethod
     def settings_customise_sources(

@@ -33,6 +33,7 @@ from gateway.store.atomic import AtomicScripts, ConsumeResult
 from gateway.store.commits import Commits
 from gateway.store.grants import GrantScripts
 from gateway.store.keys import KeySpace
+from gateway.store.limits import RateLimits
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Store:
         self.keys = KeySpace(prefix)
         self._scripts = AtomicScripts(client)
         self.grants = GrantScripts(client)
+        self.limits = RateLimits(client, self.keys)
         self.commits = Commits(self)
         self._embedded = embedded
 

@@ -61,6 +61,10 @@ class KeySpace:
     def person_link(self, provider_id: str, subject_digest: str) -> str:
         return f"{self.prefix}link:{provider_id}:{subject_digest}"
 
+    def rate_limit(self, limit_name: str, subject_digest: str) -> str:
+        """A GCRA bucket (gateway/store/limits.py): one number, expiring when the bucket is full."""
+        return f"{self.prefix}rl:{limit_name}:{subject_digest}"
+
     def staff_session(self, session_digest: str) -> str:
         return f"{self.prefix}staffsession:{session_digest}"
 

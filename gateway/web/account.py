@@ -26,6 +26,7 @@ from gateway.web.csrf import csrf_token
 from gateway.web.forms import posted_form
 from gateway.web.history import history_lines
 from gateway.web.i18n import translator
+from gateway.web.limits import account_writes, spend
 from gateway.web.pages import WebContext
 
 HISTORY_LENGTH = 50
@@ -94,6 +95,11 @@ def build_account_router(  # noqa: C901 - one small closure per page
     async def confirmed_form(request: Request, purpose: str) -> dict[str, str]:
         return dict(await posted_form(request, web.csrf_secret, purpose, ctx.settings.max_body_bytes))
 
+    async def spend_write(person: Person) -> None:
+        # Per person, after sign-in: a stolen or scripted session cannot churn consents and
+        # the audit log (issue 14); RateLimitedError answers 429 with the error page.
+        await bridge.in_worker(spend, ctx.settings, ctx.store.limits, account_writes(ctx.settings), person.id)
+
     def token(request: Request, purpose: str) -> str:
         return csrf_token(web.csrf_secret, browser_id(request)[0], purpose)
 
@@ -130,6 +136,7 @@ def build_account_router(  # noqa: C901 - one small closure per page
             return web.renderer.page(request, "confirm.html", title=t["confirm_withdraw_title"],
                                      message=t["confirm_withdraw"], action="/account/withdraw",
                                      params=params, csrf=token(request, "withdraw"))
+        await spend_write(person)
         await bridge.in_worker(account.withdraw, person.id, shop.client_id,
                                fields.get("purpose") or None, fields.get("field") or None)
         return RedirectResponse("/account", status_code=303)
@@ -182,6 +189,7 @@ def build_account_router(  # noqa: C901 - one small closure per page
             return web.renderer.page(request, "confirm.html", title=t["confirm_erase_title"],
                                      message=t["confirm_erase"], action="/account/erase", params=[],
                                      csrf=token(request, "erase"))
+        await spend_write(person)
         await bridge.in_worker(account.erase, person.id)
         await bridge.in_worker(ctx.sessions.end, request.cookies.get(SESSION_COOKIE))
         response = web.renderer.page(request, "logout.html", done=True, params=[])

@@ -17,6 +17,10 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "The service is briefly unavailable. Please try again in a few seconds.",
         "zh-CN": "服务暂时不可用，请几秒后重试。",
     },
+    "error_rate_limited": {
+        "en": "Too many attempts from here. Please wait a minute and try again.",
+        "zh-CN": "操作过于频繁，请稍候一分钟再试。",
+    },
     "back_to_shop": {"en": "Return to the shop", "zh-CN": "返回商店"},
     "choose_provider": {"en": "Sign in to continue to", "zh-CN": "登录以继续前往"},
     "choose_hint": {

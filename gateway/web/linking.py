@@ -24,6 +24,7 @@ from gateway.oidc.sessions import BROWSER_COOKIE, SESSION_COOKIE, Person
 from gateway.upstream import UpstreamError
 from gateway.web.csrf import csrf_token
 from gateway.web.forms import posted_form
+from gateway.web.limits import account_writes, spend
 from gateway.web.pages import WebContext, provider_choices
 
 LINK_MAX_AGE = 600
@@ -62,6 +63,7 @@ def build_linking_router(web: WebContext, flow: AuthorizationFlow) -> APIRouter:
         person = await signed_in(request)
         if person is None or time.time() - person.signed_in_at > LINK_MAX_AGE:
             return await sign_in_again(request)  # a recent sign-in proves who is linking
+        await bridge.in_worker(spend, ctx.settings, ctx.store.limits, account_writes(ctx.settings), person.id)
         try:
             location = await web.logins.start_link(provider_id, person.id, browser)
         except UpstreamError:

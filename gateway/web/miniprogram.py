@@ -57,6 +57,7 @@ from gateway.oidc.tokens import AuthorizationCode, StaleGrantError, new_family, 
 from gateway.policy import requested_fields
 from gateway.upstream import UpstreamError, UpstreamIdentity
 from gateway.upstream.wechat import WeChatMiniProgram
+from gateway.web.limits import mini_program_shop, spend
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,10 @@ def build_miniprogram_router(ctx: ProviderContext, server: ProviderServer,
             # Shop authentication in a worker, WeChat on the event loop (no thread waits on
             # it), then the Redis work in a worker again.
             checked = await bridge.in_worker(check_mini_program_login, server, program, oauth_request)
+            # Per shop only once it has authenticated: nobody can spend a shop's budget
+            # (WeChat's call quota) in its name.
+            await bridge.in_worker(spend, ctx.settings, ctx.store.limits, mini_program_shop(ctx.settings),
+                                   checked.shop.client_id)
             identity = await exchange_js_code(program, checked)
             result = await bridge.in_worker(mini_program_login, ctx, program, checked, identity)
         except OAuth2Error as error:

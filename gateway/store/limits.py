@@ -1,0 +1,84 @@
+"""Rate limits held in Redis, so they hold across workers and hosts (docs/threat-model.md).
+
+Each limit is a GCRA bucket (the generic cell rate algorithm, as in ATM networks and
+redis-cell): one key per subject holds the *theoretical arrival time* of its next request,
+in milliseconds of the Redis server's clock (``TIME``, so the workers' clocks never matter).
+A request is allowed while that time is less than ``burst`` intervals ahead of now; each
+allowed request moves it one interval on. One key and one number per subject, expiring when
+the bucket is full again: an idle subject costs nothing.
+
+Several limits for one request (per IP and per shop, say) are one pipeline: one round trip.
+Each bucket is its own script call, never one script over several keys, so on Redis Cluster
+the keys may live in different slots. The price: a request refused by one bucket has still
+spent a token from the others, which errs on the strict side.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+
+from gateway.config.settings import RateLimit
+
+if TYPE_CHECKING:
+    import redis
+
+    from gateway.store.keys import KeySpace
+
+# KEYS[1] the bucket; ARGV[1] the interval (ms per request), ARGV[2] the tolerance (ms: burst
+# intervals). Returns 0 when allowed, else the milliseconds until it would be.
+_TAKE = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local next_tat = tat + interval
+local wait = next_tat - tonumber(ARGV[2]) - now
+if wait > 0 then return wait end
+redis.call('SET', KEYS[1], next_tat, 'PX', next_tat - now)
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A named limit (``authorize-ip``) and its rate; the name is part of the key."""
+
+    name: str
+    rate: RateLimit
+
+    @property
+    def interval_ms(self) -> int:
+        return max(1, math.ceil(self.rate.per_seconds * 1000 / self.rate.count))
+
+
+def subject_digest(subject: str) -> str:
+    """Subjects (IP addresses, shop and person IDs) are hashed into the key: bounded length,
+    no key-name injection, and a dump of Redis does not list who signed in from where."""
+    return hashlib.sha256(subject.encode()).hexdigest()[:32]
+
+
+class RateLimits:
+    def __init__(self, client: redis.Redis, keys: KeySpace) -> None:
+        self._client = client
+        self._keys = keys
+        self._take = client.register_script(_TAKE)
+
+    def take(self, hits: Sequence[tuple[Limit, str]]) -> float:
+        """Spend one request from each ``(limit, subject)`` bucket, in one round trip.
+
+        Returns 0.0 when every bucket allowed it, else the seconds until the most exhausted one
+        allows again (the ``Retry-After``)."""
+        if not hits:
+            return 0.0
+        pipe = self._client.pipeline(transaction=False)
+        for limit, subject in hits:
+            tolerance = limit.interval_ms * limit.rate.burst
+            self._take(keys=[self._keys.rate_limit(limit.name, subject_digest(subject))],
+                       args=[limit.interval_ms, tolerance], client=pipe)
+        waits = cast(list[int], pipe.execute())
+        return max(int(wait) for wait in waits) / 1000.0
