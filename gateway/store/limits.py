@@ -29,7 +29,8 @@ if TYPE_CHECKING:
     from gateway.store.keys import KeySpace
 
 # KEYS[1] the bucket; ARGV[1] the interval (ms per request), ARGV[2] the tolerance (ms: burst
-# intervals). Returns 0 when allowed, else the milliseconds until it would be.
+# intervals). Returns the milliseconds until this request would be allowed (> 0: refused), or,
+# when it was allowed, minus the milliseconds the bucket now stays empty (0: tokens are left).
 _TAKE = """
 local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -40,8 +41,27 @@ local next_tat = tat + interval
 local wait = next_tat - tonumber(ARGV[2]) - now
 if wait > 0 then return wait end
 redis.call('SET', KEYS[1], next_tat, 'PX', next_tat - now)
+local empty = next_tat + interval - tonumber(ARGV[2]) - now
+if empty > 0 then return -empty end
 return 0
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """What one :meth:`RateLimits.take` did to each bucket, in the order of the hits."""
+
+    waits: tuple[float, ...]  # seconds until the request would be allowed (0.0: it was)
+    empty: tuple[float, ...]  # seconds the bucket stays empty after this request (0.0: tokens left)
+
+    @property
+    def retry_after(self) -> float:
+        """0.0 when every bucket allowed the request, else the longest wait."""
+        return max(self.waits, default=0.0)
+
+    def blocked_for(self, index: int) -> float:
+        """Seconds the hit's bucket refuses everything from now on (refused or just emptied)."""
+        return max(self.waits[index], self.empty[index])
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +88,14 @@ class RateLimits:
         self._keys = keys
         self._take = client.register_script(_TAKE)
 
-    def take(self, hits: Sequence[tuple[Limit, str]]) -> float:
-        """Spend one request from each ``(limit, subject)`` bucket, in one round trip.
-
-        Returns 0.0 when every bucket allowed it, else the seconds until the most exhausted one
-        allows again (the ``Retry-After``)."""
+    def take(self, hits: Sequence[tuple[Limit, str]]) -> Spent:
+        """Spend one request from each ``(limit, subject)`` bucket, in one round trip."""
         if not hits:
-            return 0.0
+            return Spent((), ())
         pipe = self._client.pipeline(transaction=False)
         for limit, subject in hits:
             tolerance = limit.interval_ms * limit.rate.burst
             self._take(keys=[self._keys.rate_limit(limit.name, subject_digest(subject))],
                        args=[limit.interval_ms, tolerance], client=pipe)
-        waits = cast(list[int], pipe.execute())
-        return max(int(wait) for wait in waits) / 1000.0
+        replies = [int(reply) for reply in cast(list[int], pipe.execute())]
+        return Spent(tuple(max(0, r) / 1000.0 for r in replies), tuple(max(0, -r) / 1000.0 for r in replies))

@@ -37,7 +37,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.config import Settings
-from gateway.store.limits import Limit, RateLimits
+from gateway.store.limits import Limit, RateLimits, Spent
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,9 @@ class RequestLimits:
         wait = self.blocks.wait(self._names(hits))
         if wait <= 0 and requests:
             request_hits = hits[:len(requests)]
-            wait = await run_in_threadpool(self.limits.take, request_hits)
-            if wait > 0:
-                self.blocks.block(self._names(request_hits), wait)
+            spent = await run_in_threadpool(self.limits.take, request_hits)
+            self._remember(request_hits, spent)
+            wait = spent.retry_after
         if wait > 0:
             await self.refuse(Request(scope), wait)(scope, receive, send)
             return
@@ -213,14 +213,23 @@ class RequestLimits:
 
     async def _charge(self, hits: list[tuple[Limit, str]]) -> None:
         try:
-            wait = await run_in_threadpool(self.limits.take, hits)
+            spent = await run_in_threadpool(self.limits.take, hits)
         except redis.RedisError as error:  # the answer is sent; the next failure counts again
             log.warning("rate limit not charged", extra={"error": type(error).__name__})
             return
-        if wait > 0:
-            self.blocks.block(self._names(hits), wait)
-            log.warning("authentication failures over the limit", extra={
-                "limit": hits[0][0].name, "retry_after": retry_after_header(wait)})
+        if self._remember(hits, spent):
+            log.warning("authentication failures over the limit", extra={"limit": hits[0][0].name})
+
+    def _remember(self, hits: list[tuple[Limit, str]], spent: Spent) -> bool:
+        """Remember each bucket that refuses from now on (refused, or emptied by this request),
+        so this worker refuses without asking Redis until it allows again."""
+        blocked = False
+        for index, name in enumerate(self._names(hits)):
+            seconds = spent.blocked_for(index)
+            if seconds > 0:
+                self.blocks.block([name], seconds)
+                blocked = True
+        return blocked
 
     @staticmethod
     def _names(hits: list[tuple[Limit, str]]) -> list[str]:
@@ -253,7 +262,7 @@ def spend(settings: Settings, limits: RateLimits, limit: Limit, subject: str) ->
     raise :class:`RateLimitedError` (synchronous: in a worker thread)."""
     if not settings.rate_limits:
         return
-    wait = limits.take([(limit, subject)])
+    wait = limits.take([(limit, subject)]).retry_after
     if wait > 0:
         raise RateLimitedError(wait)
 

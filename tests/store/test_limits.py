@@ -21,18 +21,18 @@ HOURLY = RateLimit(count=1, per_seconds=3600, burst=20)  # nothing refills durin
 
 def test_a_bucket_allows_its_burst_then_refuses_with_the_time_to_wait(store: Store) -> None:
     limit = Limit("t", RateLimit(count=60, per_seconds=60, burst=3))
-    assert [store.limits.take([(limit, "a")]) for _ in range(3)] == [0.0, 0.0, 0.0]
-    wait = store.limits.take([(limit, "a")])
+    assert [store.limits.take([(limit, "a")]).retry_after for _ in range(3)] == [0.0, 0.0, 0.0]
+    wait = store.limits.take([(limit, "a")]).retry_after
     assert 0.9 <= wait <= 1.0  # one request a second
-    assert store.limits.take([(limit, "b")]) == 0.0  # subjects are independent
+    assert store.limits.take([(limit, "b")]).retry_after == 0.0  # subjects are independent
 
 
 def test_a_bucket_refills_at_its_rate(store: Store) -> None:
     limit = Limit("t", RateLimit(count=10, per_seconds=1, burst=1))
-    assert store.limits.take([(limit, "a")]) == 0.0
-    assert store.limits.take([(limit, "a")]) > 0
+    assert store.limits.take([(limit, "a")]).retry_after == 0.0
+    assert store.limits.take([(limit, "a")]).retry_after > 0
     time.sleep(0.12)
-    assert store.limits.take([(limit, "a")]) == 0.0
+    assert store.limits.take([(limit, "a")]).retry_after == 0.0
 
 
 def test_refused_requests_do_not_push_the_bucket_further(store: Store) -> None:
@@ -41,14 +41,14 @@ def test_refused_requests_do_not_push_the_bucket_further(store: Store) -> None:
     for _ in range(20):  # a flood of refused requests
         store.limits.take([(limit, "a")])
     time.sleep(0.12)
-    assert store.limits.take([(limit, "a")]) == 0.0
+    assert store.limits.take([(limit, "a")]).retry_after == 0.0
 
 
 def test_several_limits_take_one_round_trip_and_answer_the_longest_wait(store: Store) -> None:
     short = Limit("short", RateLimit(count=60, per_seconds=60, burst=1))
     long = Limit("long", RateLimit(count=1, per_seconds=60, burst=1))
-    assert store.limits.take([(short, "a"), (long, "a")]) == 0.0
-    assert store.limits.take([(short, "a"), (long, "a")]) > 50  # the long one decides
+    assert store.limits.take([(short, "a"), (long, "a")]).retry_after == 0.0
+    assert store.limits.take([(short, "a"), (long, "a")]).retry_after > 50  # the long one decides
 
 
 def test_a_bucket_key_names_no_subject_and_expires_when_full_again(store: Store) -> None:
@@ -64,21 +64,21 @@ def test_a_bucket_key_names_no_subject_and_expires_when_full_again(store: Store)
 def test_at_one_instant_exactly_the_burst_is_allowed(store: Store, burst: int, attempts: int) -> None:
     limit = Limit("h", RateLimit(count=1, per_seconds=3600, burst=burst))
     subject = secrets.token_hex(8)
-    allowed = sum(store.limits.take([(limit, subject)]) == 0.0 for _ in range(attempts))
+    allowed = sum(store.limits.take([(limit, subject)]).retry_after == 0.0 for _ in range(attempts))
     assert allowed == min(burst, attempts)
 
 
 def test_threads_racing_on_one_bucket_get_exactly_the_burst(store: Store) -> None:
     limit = Limit("race", HOURLY)
     with ThreadPoolExecutor(8) as pool:
-        waits = list(pool.map(lambda _: store.limits.take([(limit, "x")]), range(100)))
+        waits = list(pool.map(lambda _: store.limits.take([(limit, "x")]).retry_after, range(100)))
     assert sum(wait == 0.0 for wait in waits) == HOURLY.burst
 
 
 def _hammer(url: str, prefix: str, attempts: int, results: multiprocessing.Queue[int]) -> None:
     client = redis_client(url)
     limits = RateLimits(client, KeySpace(prefix))
-    allowed = sum(limits.take([(Limit("race", HOURLY), "x")]) == 0.0 for _ in range(attempts))
+    allowed = sum(limits.take([(Limit("race", HOURLY), "x")]).retry_after == 0.0 for _ in range(attempts))
     client.close()
     results.put(allowed)
 
@@ -95,3 +95,10 @@ def test_worker_processes_share_one_bucket(store: Store) -> None:
     for worker in workers:
         worker.join(timeout=30)
     assert sum(counts) == HOURLY.burst
+
+
+def test_the_request_that_empties_a_bucket_says_for_how_long(store: Store) -> None:
+    limit = Limit("t", RateLimit(count=60, per_seconds=60, burst=2))
+    first, second = (store.limits.take([(limit, "a")]) for _ in range(2))
+    assert first.retry_after == 0.0 and first.blocked_for(0) == 0.0
+    assert second.retry_after == 0.0 and 0.9 <= second.blocked_for(0) <= 1.0

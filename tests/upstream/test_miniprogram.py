@@ -218,3 +218,21 @@ def test_mini_program_sign_in_is_audited_like_a_browser_sign_in(gateway: TestCli
     actions = [item.event.action for item in page.items if item.event.action != "policy_loaded"]
     assert actions == ["sign_in", "code_issued", "token_issued"]
     assert OPENID not in str([item.event for item in page.items])
+
+
+def test_mini_program_logins_are_limited_per_authenticated_shop(
+        upstream_client: Callable[..., TestClient], mini_settings: list[dict[str, Any]],
+        shop: ShopHandle) -> None:
+    client = upstream_client(mini_settings,
+                             rate_limit_miniprogram_per_shop={"count": 1, "per_seconds": 3600, "burst": 3})
+    assert shop.secret
+    statuses = []
+    with respx.mock as mock:
+        mock.get(SESSION_URL).mock(return_value=session({"openid": OPENID, "session_key": SESSION_KEY}))
+        for index in range(4):
+            _, challenge = pkce_pair()
+            reply = client.post("/miniprogram/shop-mp/login", auth=(shop.client_id, shop.secret), data={
+                "js_code": f"code-{index}", "code_challenge": challenge, "code_challenge_method": "S256"})
+            statuses.append(reply.status_code)
+        assert reply.json()["error"] == "temporarily_unavailable"
+    assert statuses == [200, 200, 200, 429]
