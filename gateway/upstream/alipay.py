@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
-from gateway.upstream.base import UpstreamError, UpstreamIdentity, code_parameter
+from gateway.upstream.base import UpstreamError, UpstreamIdentity, code_parameter, origin_of
 from gateway.upstream.http import ProviderHttp
 from gateway.upstream.listing import Listed, Listing
 from gateway.upstream.profile import FieldMap, catalogue_profile, region_code
@@ -172,6 +172,9 @@ class AlipayConnector(Listed):
         self._gateway = gateway_url
         self._authorize = authorize_url
         self._http = http
+
+    async def authorization_origin(self) -> str:
+        return origin_of(self._authorize)
 
     async def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
                                 redirect_uri: str) -> str:

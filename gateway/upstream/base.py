@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from gateway.errors import GatewayError
 
@@ -65,6 +66,12 @@ class UpstreamIdentity:
         return self.namespace or self.provider_id
 
 
+def origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of an absolute URL."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 class Connector(Protocol):
     """A provider the person can sign in with through the browser."""
 
@@ -96,6 +103,11 @@ class Connector(Protocol):
     # The calls below may talk to the provider: they are coroutines on async HTTP, each
     # call bounded by a total deadline (gateway/upstream/http.py), so a slow provider
     # holds no worker thread.
+
+    async def authorization_origin(self) -> str:
+        """The origin the person's browser is sent to (``https://host[:port]``): a page whose
+        form leads there lists it in its CSP ``form-action`` (browsers check redirects too)."""
+        ...
 
     async def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
                                 redirect_uri: str) -> str:

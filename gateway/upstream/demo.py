@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 from anyio import to_thread
 
 from gateway.store import Store
-from gateway.upstream.base import UpstreamError, UpstreamIdentity, code_parameter
+from gateway.upstream.base import UpstreamError, UpstreamIdentity, code_parameter, origin_of
 
 DEMO_PROVIDER_ID = "demo"
 DEMO_CODE_TTL = 60
@@ -123,6 +123,9 @@ class DemoConnector:
     def __init__(self, store: Store, authorize_endpoint: str) -> None:
         self._store = store
         self._authorize_endpoint = authorize_endpoint
+
+    async def authorization_origin(self) -> str:
+        return origin_of(self._authorize_endpoint)
 
     async def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
                                 redirect_uri: str) -> str:

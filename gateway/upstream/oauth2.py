@@ -22,7 +22,7 @@ from urllib.parse import urlencode, urlsplit
 
 from pydantic import SecretStr
 
-from gateway.upstream.base import UpstreamError, UpstreamIdentity, code_parameter
+from gateway.upstream.base import UpstreamError, UpstreamIdentity, code_parameter, origin_of
 from gateway.upstream.http import ProviderHttp
 from gateway.upstream.listing import Listed, Listing
 from gateway.upstream.profile import FieldMap, catalogue_profile, lookup
@@ -77,6 +77,9 @@ class OAuth2Connector(Listed):
         self._http = http
         origin = urlsplit(endpoints.profile_url)
         self._namespace_origin = f"{origin.scheme}://{origin.netloc}"
+
+    async def authorization_origin(self) -> str:
+        return origin_of(self._endpoints.authorize_url)
 
     async def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
                                 redirect_uri: str) -> str:

@@ -39,7 +39,7 @@ from joserfc.jwk import ECKey, OKPKey, RSAKey
 from pydantic import SecretStr
 
 from gateway.config.settings import is_loopback_host
-from gateway.upstream.base import UpstreamError, UpstreamIdentity, callback_error, code_parameter
+from gateway.upstream.base import UpstreamError, UpstreamIdentity, callback_error, code_parameter, origin_of
 from gateway.upstream.http import ProviderHttp
 from gateway.upstream.isolation import SharedFetch
 from gateway.upstream.listing import Listed, Listing
@@ -170,6 +170,9 @@ class OIDCConnector(Listed):
         raise UpstreamError(f"{self.provider_id} ID token: no provider key for it")
 
     # -- the Connector protocol --------------------------------------------------------
+
+    async def authorization_origin(self) -> str:
+        return origin_of(str((await self.metadata())["authorization_endpoint"]))
 
     async def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
                                 redirect_uri: str) -> str:

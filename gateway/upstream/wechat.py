@@ -26,7 +26,7 @@ from urllib.parse import urlencode
 
 from pydantic import SecretStr
 
-from gateway.upstream.base import UpstreamError, UpstreamIdentity, code_parameter
+from gateway.upstream.base import UpstreamError, UpstreamIdentity, code_parameter, origin_of
 from gateway.upstream.http import ProviderHttp, Reply
 from gateway.upstream.listing import Listed, Listing
 from gateway.upstream.profile import FieldMap, catalogue_profile, region_code
@@ -144,6 +144,9 @@ class WeChatConnector(Listed):
         # WeChat cannot be scanned by the phone showing it.
         inside_wechat = "micromessenger" in user_agent.lower()
         return inside_wechat != self._website
+
+    async def authorization_origin(self) -> str:
+        return origin_of(self._authorize)
 
     async def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
                                 redirect_uri: str) -> str:

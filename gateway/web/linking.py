@@ -47,7 +47,13 @@ def build_linking_router(web: WebContext, flow: AuthorizationFlow) -> APIRouter:
         if person is None:
             return await sign_in_again(request)
         browser, set_browser = browser_id(request)
-        response = web.renderer.page(request, "login.html", mode="link",
+        origins = []
+        for connector in web.logins.connectors.values():
+            try:
+                origins.append(await connector.authorization_origin())
+            except UpstreamError:  # its discovery fails: its button fails too, and says so
+                continue
+        response = web.renderer.page(request, "login.html", mode="link", form_action=origins,
                                      providers=provider_choices(web, request, person.provider),
                                      csrf=csrf_token(web.csrf_secret, browser, "link"))
         if set_browser:

@@ -24,7 +24,7 @@ from gateway.oidc.server import ProviderRequest, ProviderServer
 from gateway.oidc.sessions import SESSION_COOKIE, Person
 from gateway.store.commits import Staged
 from gateway.upstream import UpstreamError
-from gateway.upstream.base import ProviderUnavailableError
+from gateway.upstream.base import ProviderUnavailableError, origin_of
 from gateway.upstream.demo import DEMO_PEOPLE, DemoProvider, find_demo_person
 from gateway.upstream.logins import UpstreamLogins
 from gateway.web.consent_view import consent_view, granted_items
@@ -188,6 +188,8 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
         language = web.renderer.language(request)
         return web.renderer.page(
             request, "consent.html", request_id=request_id,
+            # Allow and deny both end at the shop's redirect URI, after /authorize/continue.
+            form_action=[origin_of(uri) for uri in shop.config.redirect_uris],
             shop_name=(shop.config.name_zh or shop.config.name) if language == "zh-CN" else shop.config.name,
             purposes=consent_view(question.items, shop.config.policy, ctx.catalogue, language),
             csrf=token_for(request, "consent"),
@@ -267,7 +269,9 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
         hint_is_ours = await bridge.in_worker(_hint_names_session, validated.id_token_claims, session_id)
         if (validated.needs_confirmation or not hint_is_ours) and session_id and not confirmed:
             return web.renderer.page(request, "logout.html", params=params, done=False,
-                                     csrf=token_for(request, "logout"))
+                                     csrf=token_for(request, "logout"),
+                                     form_action=[origin_of(validated.redirect_uri)]
+                                     if validated.redirect_uri else [])
         await bridge.in_worker(ctx.sessions.end, session_id)
         response: Response
         if validated.redirect_uri:
@@ -289,6 +293,8 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
             browser, set_browser = browser_id(request)
             response = web.renderer.page(
                 request, "demo_idp.html", people=DEMO_PEOPLE,
+                # Its callback goes on to the shop when consent was given before (any shop).
+                form_action=[origin_of(uri) for shop in ctx.shops for uri in shop.config.redirect_uris],
                 params=[p for p in params if p[0] != "lang"],
                 csrf=csrf_token(web.csrf_secret, browser, "demo-idp"),
             )

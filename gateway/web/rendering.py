@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -10,6 +11,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
+from gateway.telemetry import content_security_policy
 from gateway.web.i18n import LANG_COOKIE, LANGUAGES, pick_language, translator
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -28,7 +30,8 @@ class Renderer:
                              request.headers.get("accept-language", ""))
 
     def page(self, request: Request, template: str, status_code: int = 200,
-             **context: Any) -> HTMLResponse:
+             form_action: Iterable[str] = (), **context: Any) -> HTMLResponse:
+        """``form_action``: origins besides the gateway that this page's forms may end at."""
         lang = self.language(request)
         other = next(code for code in LANGUAGES if code != lang)
         query = [(k, v) for k, v in request.query_params.multi_items() if k != "lang"]
@@ -36,8 +39,10 @@ class Renderer:
             lang=lang, other_lang=other, t=translator(lang),
             switch_query=urlencode([*query, ("lang", other)]), **context,
         )
-        response = HTMLResponse(html, status_code=status_code,
-                                headers={"Cache-Control": "no-store"})
+        headers = {"Cache-Control": "no-store"}
+        if form_action:
+            headers["Content-Security-Policy"] = content_security_policy(form_action)
+        response = HTMLResponse(html, status_code=status_code, headers=headers)
         if request.query_params.get("lang") in LANGUAGES:
             response.set_cookie(LANG_COOKIE, lang, secure=True, httponly=True, samesite="lax",
                                 max_age=365 * 86400)
