@@ -280,6 +280,20 @@ class Settings(BaseSettings):
     id_token_ttl: int = Field(default=3600, ge=60, le=86400)
     session_ttl: int = Field(default=8 * 3600, ge=300, le=30 * 86400)
     authorize_request_ttl: int = Field(default=600, ge=60, le=3600)
+    # DPoP (RFC 9449, gateway/oidc/dpop.py; docs/shops.md, "DPoP"). A shop opts in to
+    # requiring proofs in its file (dpop_bound_access_tokens); these apply to every shop.
+    dpop_required_for_public_clients: bool = Field(
+        default=False,
+        description="Public clients (token_endpoint_auth_method none) must send DPoP proofs.")
+    dpop_proof_max_age: int = Field(
+        default=60, ge=5, le=300,
+        description="Seconds a DPoP proof's iat may differ from the gateway's clock.")
+    dpop_nonce_required: bool = Field(
+        default=False,
+        description="DPoP proofs must carry a server nonce (DPoP-Nonce, RFC 9449 §8, §9).")
+    dpop_nonce_lifetime: int = Field(
+        default=300, ge=30, le=3600,
+        description="Seconds per DPoP nonce window; a nonce is accepted for one to two windows.")
     relay_email_domain: str = Field(
         default="", description="Domain of relay e-mail aliases; empty: relay.<issuer host>."
     )

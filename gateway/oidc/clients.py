@@ -74,6 +74,9 @@ class ShopConfig(BaseModel):
     # audience, and 10-minute assertions, for client libraries that predate the 2025
     # audience advisory. Off by default (docs/shops.md).
     legacy_assertion_audience: bool = False
+    # DPoP (RFC 9449): every token request must carry a proof, so every access token is
+    # DPoP-bound (gateway/oidc/dpop.py, docs/shops.md "DPoP"). Without it, proofs are optional.
+    dpop_bound_access_tokens: bool = False
     policy: ShopPolicy = Field(default_factory=ShopPolicy)
 
     @field_validator("redirect_uris", "post_logout_redirect_uris")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.oidc.clients import SUPPORTED_SCOPES
+from gateway.oidc.dpop import DPOP_ALGORITHMS
 from gateway.oidc.server import ASSERTION_ALGORITHMS, TOKEN_AUTH_METHODS
 from gateway.policy import Catalogue
 from gateway.vault.jwe import SUPPORTED_JWE_ALGS, SUPPORTED_JWE_ENCS
@@ -40,6 +41,7 @@ def provider_metadata(issuer: str, catalogue: Catalogue) -> dict[str, Any]:
             m for m in TOKEN_AUTH_METHODS if m != "none"
         ],
         "code_challenge_methods_supported": ["S256"],
+        "dpop_signing_alg_values_supported": list(DPOP_ALGORITHMS),  # RFC 9449 §5.1
         "prompt_values_supported": ["none", "login", "consent"],
         "claims_supported": [
             "sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash", "amr",

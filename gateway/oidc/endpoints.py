@@ -133,7 +133,8 @@ def build_router(  # noqa: C901 - one small closure per endpoint
         except OAuth2Error as error:
             return bridge.error_response(error)
         result = await bridge.in_worker(
-            userinfo_response, ctx, request.headers.get("authorization"), form.get("access_token")
+            userinfo_response, ctx, request.headers.get("authorization"), form.get("access_token"),
+            request.method, request.headers.getlist("dpop"),
         )
         return bridge.to_response(result)
 

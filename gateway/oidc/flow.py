@@ -49,6 +49,7 @@ PARKED_PARAMETERS = {
     "nonce": 1024, "code_challenge": 128, "code_challenge_method": 8, "prompt": 64,
     "max_age": 16, "ui_locales": 128, "lang": 16, "claims": 4096, "login_hint": 256,
     "id_token_hint": 4096, "acr_values": 256, "display": 16, "response_mode": 16,
+    "dpop_jkt": 64,  # RFC 9449 §10
     ACCOUNT_SIGN_IN: 1,
 }
 _RESPONSE_TYPE = re.compile(r"[a-z_]{1,32}( [a-z_]{1,32}){0,3}")

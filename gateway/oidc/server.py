@@ -40,6 +40,7 @@ from joserfc.errors import JoseError
 from gateway.audit.events import Action
 from gateway.oidc.clients import SUPPORTED_SCOPES, Shop
 from gateway.oidc.context import ProviderContext
+from gateway.oidc.dpop import JKT_PATTERN, DPoPVerifier, check_token_request, proof_headers
 from gateway.oidc.sessions import Person
 from gateway.oidc.tokens import AuthorizationCode, TokenRecord, new_family, new_secret
 from gateway.policy import ClaimsParameterError, requested_fields
@@ -157,6 +158,9 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
                                       redirect_uri=redirect_uri)
         if "openid" not in (self.request.scope or "").split():
             raise InvalidScopeError("The scope must include 'openid'.", redirect_uri=redirect_uri)
+        if "dpop_jkt" in data and not JKT_PATTERN.fullmatch(data["dpop_jkt"]):  # RFC 9449 §10
+            raise InvalidRequestError("'dpop_jkt' must be a base64url SHA-256 JWK thumbprint.",
+                                      redirect_uri=redirect_uri)
         try:
             self.requested_fields = sorted(requested_fields(
                 self.request.scope, self.request.payload.data.get("claims"), self.ctx.catalogue))
@@ -184,6 +188,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             code_challenge_method=data.get("code_challenge_method"),
             amr=list(person.amr),
             fields=list(self.requested_fields),
+            dpop_jkt=data.get("dpop_jkt"),
         ), getattr(self, "consent_generation", None))
         self.ctx.record("code_issued", shop=request.client.client_id, person=person.id)
 
@@ -204,6 +209,12 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
 
     def delete_authorization_code(self, authorization_code: AuthorizationCode) -> None:
         """Nothing to do: :meth:`ProviderServer.save_token` took the code atomically."""
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        code: AuthorizationCode = self.request.authorization_code
+        self.request.dpop_jkt = check_token_request(self.ctx, self.request, self.request.client,
+                                                    code.dpop_jkt)
 
     def authenticate_user(self, authorization_code: AuthorizationCode) -> Person:
         return Person(authorization_code.person_id, authorization_code.auth_time,
@@ -268,6 +279,12 @@ class RotatingRefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
 
     def authenticate_user(self, refresh_token: TokenRecord) -> Person:
         return Person(refresh_token.person_id, refresh_token.auth_time)
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        record: TokenRecord = self.request.refresh_token
+        self.request.dpop_jkt = check_token_request(self.ctx, self.request, self.request.client,
+                                                    record.jkt)
 
     def revoke_old_credential(self, refresh_token: TokenRecord) -> None:
         """Nothing to do: :meth:`ProviderServer.save_token` took it atomically."""
@@ -397,13 +414,21 @@ class GatewayIntrospectionEndpoint(IntrospectionEndpoint):  # type: ignore[misc]
             "active": True,
             "client_id": token.client_id,
             "scope": token.scope,
-            "token_type": "Bearer" if token.kind == "access_token" else "refresh_token",
+            "token_type": token_type(token),
             "sub": self.ctx.subject_for(shop, token.person_id) if shop else None,
             "aud": token.client_id,
             "iss": self.ctx.issuer,
             "exp": token.expires_at,
             "iat": token.issued_at,
+            **({"cnf": {"jkt": token.jkt}} if token.jkt else {}),  # RFC 9449 §6.2
         }
+
+
+def token_type(token: TokenRecord) -> str:
+    """Introspection's ``token_type``: ``DPoP`` for a DPoP-bound access token (RFC 9449 §6.2)."""
+    if token.kind != "access_token":
+        return "refresh_token"
+    return "DPoP" if token.jkt else "Bearer"
 
 
 class GatewayEndSession(EndSessionEndpoint):  # type: ignore[misc]
@@ -475,7 +500,13 @@ class ProviderServer(AuthorizationServer):  # type: ignore[misc]
         """Use up the code or refresh token and store what it is exchanged for, in one
         script (gateway/store/grants.py); then record it, before the response leaves."""
         source = request.authorization_code or request.refresh_token
-        outcome = self.ctx.tokens.exchange(source, token)
+        # DPoP (RFC 9449 §5): access tokens bound to the proof's key; refresh tokens too for
+        # public clients (a confidential client's are bound to its authentication already).
+        jkt: str | None = getattr(request, "dpop_jkt", None)
+        if jkt is not None:
+            token["token_type"] = "DPoP"  # noqa: S105 - the RFC 9449 token type
+        outcome = self.ctx.tokens.exchange(
+            source, token, access_jkt=jkt, refresh_jkt=jkt if request.client.config.is_public else None)
         if outcome is not Exchange.DONE:
             log.info("grant refused at exchange", extra={"reason": outcome.name.lower(),
                                                          "client_id": request.client.client_id})
@@ -485,6 +516,16 @@ class ProviderServer(AuthorizationServer):  # type: ignore[misc]
 
     def create_oauth2_request(self, request: ProviderRequest) -> ProviderRequest:
         return request
+
+    def create_token_response(self, request: ProviderRequest | None = None) -> Response:
+        """authlib's token response, plus a fresh ``DPoP-Nonce`` for a request with a proof
+        when nonces are required (RFC 9449 §8.2: the client uses it next time)."""
+        status, body, headers = super().create_token_response(request)
+        if (request is not None and self.ctx.settings.dpop_nonce_required
+                and proof_headers(request.headers)
+                and not any(name.lower() == "dpop-nonce" for name, _ in headers)):
+            headers = [*headers, ("DPoP-Nonce", DPoPVerifier.for_context(self.ctx).nonce())]
+        return status, body, headers
 
     def handle_response(self, status: int, body: Any, headers: list[tuple[str, str]]) -> Response:
         return status, body, list(headers)

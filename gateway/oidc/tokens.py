@@ -57,6 +57,7 @@ class AuthorizationCode:
     code_challenge_method: str | None = None
     amr: list[str] = field(default_factory=list)
     fields: list[str] = field(default_factory=list)  # catalogue fields the shop asked for
+    dpop_jkt: str | None = None  # RFC 9449 §10: the tokens must be bound to this DPoP key
     gen: int = 0  # the grant generation it was issued under (gateway/store/grants.py)
     grant_key: str = ""
     family_key: str = ""
@@ -98,6 +99,7 @@ class TokenRecord:
     gen: int = 0
     grant_key: str = ""
     family_key: str = ""
+    jkt: str | None = None  # DPoP-bound (RFC 9449): the thumbprint of the client's key
 
     def check_client(self, client: Any) -> bool:
         return bool(client.get_client_id() == self.client_id)
@@ -169,10 +171,13 @@ class TokenService:
 
     # -- tokens --------------------------------------------------------------------------
 
-    def exchange(self, source: AuthorizationCode | TokenRecord, token: dict[str, Any]) -> Exchange:
+    def exchange(self, source: AuthorizationCode | TokenRecord, token: dict[str, Any], *,
+                 access_jkt: str | None = None, refresh_jkt: str | None = None) -> Exchange:
         """Use up ``source`` (a peeked code or refresh token) and store the access (and
         refresh) token it is exchanged for, in one script: nothing is stored unless the
-        source was still unused, its grant generation unchanged and its family live."""
+        source was still unused, its grant generation unchanged and its family live.
+        ``access_jkt`` / ``refresh_jkt``: the DPoP key thumbprint each is bound to (written
+        into the records, so binding costs nothing more)."""
         now = int(time.time())
         scope = str(token.get("scope", ""))
         fields = list(source.fields)
@@ -187,7 +192,8 @@ class TokenService:
                 digest(value))
             record = TokenRecord(kind, key, source.client_id, source.person_id, scope, source.family,
                                  now, now + ttl, source.auth_time, fields, source.gen,
-                                 source.grant_key, source.family_key)
+                                 source.grant_key, source.family_key,
+                                 access_jkt if kind == "access_token" else refresh_jkt)
             new.append(NewToken(key, json.dumps(asdict(record)), ttl))
         is_code = isinstance(source, AuthorizationCode)
         outcome = self._grants.exchange(

@@ -1,14 +1,20 @@
-"""The UserInfo endpoint (OIDC Core §5.3) with bearer tokens (RFC 6750)."""
+"""The UserInfo endpoint (OIDC Core §5.3) with bearer tokens (RFC 6750) and DPoP-bound
+tokens (RFC 9449 §7: ``Authorization: DPoP <token>`` and a proof naming it in ``ath``)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from authlib.oauth2.rfc6749 import OAuth2Error
+
 from gateway.oidc.clients import Shop
 from gateway.oidc.context import ProviderContext
+from gateway.oidc.dpop import DPOP_ALGORITHMS, DPoPVerifier, UseDPoPNonceError
 from gateway.oidc.server import JSON_HEADERS, Response
+from gateway.oidc.tokens import TokenRecord
 from gateway.policy import release_claims
 from gateway.vault.jwe import encrypt_claims, encrypt_nested_jwt
 
@@ -25,26 +31,78 @@ def _bearer_error(status: int, error: str | None, description: str = "") -> Resp
     return status, body, [*JSON_HEADERS, ("WWW-Authenticate", challenge)]
 
 
+def _dpop_error(error: str, description: str, nonce: str | None = None) -> Response:
+    """RFC 9449 §7.1: a ``DPoP`` challenge with the error and the algorithms accepted; with
+    ``use_dpop_nonce`` also the nonce to use (§9)."""
+    challenge = (f'DPoP error="{error}", error_description="{description}", '
+                 f'algs="{" ".join(DPOP_ALGORITHMS)}"')
+    headers = [*JSON_HEADERS, ("WWW-Authenticate", challenge)]
+    if nonce:
+        headers.append(("DPoP-Nonce", nonce))
+    return 401, {"error": error, "error_description": description}, headers
+
+
 def bearer_token(authorization: str | None, form_token: str | None) -> tuple[str | None, bool]:
     """The access token from the header or (POST) the form; second value: was it malformed."""
+    token, _, malformed = access_token(authorization, form_token)
+    return token, malformed
+
+
+def access_token(authorization: str | None,
+                 form_token: str | None) -> tuple[str | None, str, bool]:
+    """The access token, its scheme (``bearer`` or ``dpop``; a form token is a bearer token)
+    and whether the request was malformed."""
     if authorization:
         scheme, _, value = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not value.strip() or form_token:
-            return None, True
-        return value.strip(), False
-    return form_token, False
+        scheme = scheme.lower()
+        if scheme not in ("bearer", "dpop") or not value.strip() or form_token:
+            return None, scheme, True
+        return value.strip(), scheme, False
+    return form_token, "bearer", False
+
+
+INVALID_TOKEN = "The access token is invalid or expired."  # noqa: S105 - a message
+
+
+def _token_record(ctx: ProviderContext, token: str, scheme: str, method: str,
+                  dpop: Sequence[str]) -> TokenRecord | Response:
+    """The live record of ``token`` presented under ``scheme``, or the refusal."""
+    proof_jkt: str | None = None
+    if scheme == "dpop":
+        # The proof first: cheap checks and its single use, before the token is looked up.
+        try:
+            proof_jkt = DPoPVerifier.for_context(ctx).verify(
+                dpop, method=method, url=ctx.endpoint("/userinfo"), access_token=token).jkt
+        except UseDPoPNonceError as error:
+            return _dpop_error(error.error, "Resend with the nonce in DPoP-Nonce.", error.nonce)
+        except OAuth2Error as error:
+            return _dpop_error(error.error, error.get_error_description() or "")
+    record = ctx.tokens.find_access_token(token)
+    if record is None:
+        if scheme == "dpop":
+            return _dpop_error("invalid_token", INVALID_TOKEN)
+        return _bearer_error(401, "invalid_token", INVALID_TOKEN)
+    if record.jkt is not None and scheme != "dpop":
+        # RFC 9449 §7.2: a DPoP-bound token presented as a bearer token is refused.
+        return _dpop_error("invalid_token", "This access token is DPoP-bound: use the DPoP scheme.")
+    if scheme == "dpop" and record.jkt is None:
+        return _dpop_error("invalid_token", "This access token is not DPoP-bound: use the Bearer scheme.")
+    if scheme == "dpop" and record.jkt != proof_jkt:
+        return _dpop_error("invalid_token", "The DPoP proof is signed by another key than the token's.")
+    return record
 
 
 def userinfo_response(ctx: ProviderContext, authorization: str | None,
-                      form_token: str | None) -> Response:
-    token, malformed = bearer_token(authorization, form_token)
+                      form_token: str | None, method: str = "GET",
+                      dpop: Sequence[str] = ()) -> Response:
+    token, scheme, malformed = access_token(authorization, form_token)
     if malformed:
         return _bearer_error(400, "invalid_request", "Malformed Authorization header.")
     if not token:
         return _bearer_error(401, None)
-    record = ctx.tokens.find_access_token(token)
-    if record is None:
-        return _bearer_error(401, "invalid_token", "The access token is invalid or expired.")
+    record = _token_record(ctx, token, scheme, method, dpop)
+    if not isinstance(record, TokenRecord):
+        return record
     if "openid" not in record.scope.split():
         return _bearer_error(403, "insufficient_scope", "The token was not issued for openid.")
     shop = ctx.shops.get(record.client_id)

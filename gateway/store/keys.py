@@ -86,6 +86,11 @@ class KeySpace:
     def client_assertion_jti(self, client_id: str, jti_digest: str) -> str:
         return f"{self.prefix}jti:{client_id}:{jti_digest}"
 
+    def dpop_proof_jti(self, proof_digest: str) -> str:
+        """A used DPoP proof (RFC 9449 §11.1), by digest of key thumbprint and jti; expires
+        when the proof's iat leaves the accepted window (gateway/oidc/dpop.py)."""
+        return f"{self.prefix}dpop:{proof_digest}"
+
     # -- vault --
 
     def vault_data_key(self, person_id: str) -> str:
