@@ -31,6 +31,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -150,6 +151,19 @@ def normalise_htu(url: str) -> str:
     return urlunsplit((scheme, host, parts.path or "/", "", ""))
 
 
+def _same_url(htu: str, url: str) -> bool:
+    try:
+        return normalise_htu(htu) == normalise_htu(url)
+    except ValueError:  # not a URL (a bad port, an unclosed IPv6 bracket)
+        return False
+
+
+def _no_constants(name: str) -> None:
+    """JSON's NaN and Infinity are not JSON (RFC 8259 §6); a NaN ``iat`` would compare
+    as in any window."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def required_for(shop: Shop, settings: Settings) -> bool:
     """Whether ``shop`` must send a DPoP proof with every token request: its file says
     ``dpop_bound_access_tokens: true``, or it is a public client and the gateway requires
@@ -220,7 +234,7 @@ class DPoPVerifier:
         try:
             key = import_key(header["jwk"])
             signed = jws.deserialize_compact(proof, key, registry=REGISTRIES[header["alg"]])
-            claims = json.loads(signed.payload)
+            claims = json.loads(signed.payload, parse_constant=_no_constants)
         except (JoseError, ValueError, TypeError, KeyError, UnicodeDecodeError):
             raise InvalidDPoPProofError(description="The DPoP proof's signature does not verify.") from None
         if not isinstance(claims, dict):
@@ -235,7 +249,7 @@ class DPoPVerifier:
     @staticmethod
     def _header(proof: str) -> dict[str, Any]:
         try:
-            header = json.loads(_b64url_decode(proof.split(".", 1)[0]))
+            header = json.loads(_b64url_decode(proof.split(".", 1)[0]), parse_constant=_no_constants)
         except (ValueError, UnicodeDecodeError, binascii.Error):
             raise InvalidDPoPProofError(description="The DPoP proof's header is not JSON.") from None
         if not isinstance(header, dict):
@@ -264,10 +278,11 @@ class DPoPVerifier:
         if claims.get("htm") != method.upper():
             raise InvalidDPoPProofError(description="The DPoP proof's htm is not this request's method.")
         htu = claims.get("htu")
-        if not isinstance(htu, str) or normalise_htu(htu) != normalise_htu(url):
+        if not isinstance(htu, str) or not _same_url(htu, url):
             raise InvalidDPoPProofError(description="The DPoP proof's htu is not this endpoint's URL.")
         iat = claims.get("iat")
-        if isinstance(iat, bool) or not isinstance(iat, int | float) or abs(now - iat) > self.max_age:
+        if (isinstance(iat, bool) or not isinstance(iat, int | float) or not math.isfinite(iat)
+                or abs(now - iat) > self.max_age):
             raise InvalidDPoPProofError(
                 description=f"The DPoP proof's iat must be within {self.max_age} seconds of now.")
         if self.nonce_required and not self._nonce_is_fresh(claims.get("nonce"), now):

@@ -133,7 +133,7 @@ def _schemas() -> dict[str, Schema]:
                                                              ["kty", "kid"])}},
                     ["keys"], description="RFC 7517 §5: the public signing keys."),
         "TokenResponse": obj(
-            {"access_token": STRING, "token_type": {"type": "string", "enum": ["Bearer"]},
+            {"access_token": STRING, "token_type": {"type": "string", "enum": ["Bearer", "DPoP"]},
              "expires_in": {"type": "integer"}, "refresh_token": STRING,
              "id_token": STRING, "scope": STRING},
             ["access_token", "token_type", "expires_in"],
@@ -143,7 +143,8 @@ def _schemas() -> dict[str, Schema]:
         "Introspection": obj(
             {"active": {"type": "boolean"}, "client_id": STRING, "scope": STRING,
              "token_type": STRING, "sub": {"type": ["string", "null"]}, "aud": STRING, "iss": STRING,
-             "exp": {"type": "integer"}, "iat": {"type": "integer"}},
+             "exp": {"type": "integer"}, "iat": {"type": "integer"},
+             "cnf": obj({"jkt": STRING}, ["jkt"], description="RFC 9449 §6.2: the DPoP key's thumbprint.")},
             ["active"], description="RFC 7662 §2.2."),
         "MiniProgramCode": obj(
             {"code": STRING, "expires_in": {"type": "integer"}, "iss": STRING, "token_endpoint": STRING},
@@ -284,6 +285,11 @@ RETRY_AFTER = Header("Seconds after which the request may succeed (RFC 9110 §10
                      {"type": "string", "pattern": "^[0-9]+$"})
 LOCATION = Header("Where the browser goes next.", {"type": "string", "format": "uri-reference"})
 CHALLENGE = Header("RFC 6750 §3 bearer challenge.", required=False)
+DPOP_NONCE = Header("RFC 9449 §8, §9: the nonce the next DPoP proof must carry (when the gateway "
+                    "requires nonces).", required=False)
+DPOP_PROOF = Param("DPoP", "RFC 9449 DPoP proof (a `dpop+jwt` signed by the client's key). At /token "
+                   "it binds the access token to the key (`token_type: DPoP`); at /userinfo it goes "
+                   "with `Authorization: DPoP <token>`.", where="header")
 
 
 @dataclass(frozen=True, slots=True)
@@ -433,22 +439,31 @@ def _oidc_operations() -> Iterator[Operation]:
     client_errors = [error(400, "invalid_request, invalid_grant, unsupported_grant_type, invalid_scope, …"),
                      error(401, "invalid_client.", **{"WWW-Authenticate": CHALLENGE}), TOO_LARGE,
                      too_many(page_format=False), api_down]
+    token_errors = [error(400, "invalid_request, invalid_grant, unsupported_grant_type, invalid_scope, "
+                               "invalid_dpop_proof, use_dpop_nonce (RFC 9449), …",
+                          **{"DPoP-Nonce": DPOP_NONCE}), *client_errors[1:]]
     yield Operation("POST", "/token", "Token request (RFC 6749 §3.2, OIDC Core §3.1.3)", "oidc",
-                    [json_reply(200, "Tokens.", ref("TokenResponse")), *client_errors],
-                    [*TOKEN_FORM, *CLIENT_AUTH_FORM], SHOP_AUTH)
+                    [json_reply(200, "Tokens.", ref("TokenResponse"), **{"DPoP-Nonce": DPOP_NONCE}),
+                     *token_errors],
+                    [*TOKEN_FORM, *CLIENT_AUTH_FORM, DPOP_PROOF], SHOP_AUTH)
     userinfo_replies = [
         Reply(200, "Claims: JSON, or a signed and/or encrypted JWT if the shop registered for it.",
               {JSON: ref("UserInfo"), "application/jwt": STRING}),
         error(400, "invalid_request (malformed Authorization header or body).",
               **{"WWW-Authenticate": CHALLENGE}),
-        json_reply(401, "No token (a bare challenge, empty body) or invalid_token.",
+        json_reply(401, "No token (a bare challenge, empty body), invalid_token, or for DPoP "
+                        "(RFC 9449 §7) invalid_dpop_proof and use_dpop_nonce.",
                    {"anyOf": [ref("OAuthError"), {"type": "object", "maxProperties": 0}]},
-                   **{"WWW-Authenticate": Header("RFC 6750 §3 bearer challenge.")}),
+                   **{"WWW-Authenticate": Header("RFC 6750 §3 bearer challenge, or RFC 9449 §7.1 "
+                                                 "DPoP challenge for DPoP-bound tokens."),
+                      "DPoP-Nonce": DPOP_NONCE}),
         error(403, "insufficient_scope.", **{"WWW-Authenticate": CHALLENGE}), TOO_LARGE, api_down]
-    bearer: Security = [{"accessToken": []}, {}]
-    yield Operation("GET", "/userinfo", "UserInfo (OIDC Core §5.3)", "oidc", userinfo_replies, (), bearer)
+    bearer: Security = [{"accessToken": []}, {"dpopToken": []}, {}]
+    yield Operation("GET", "/userinfo", "UserInfo (OIDC Core §5.3)", "oidc", userinfo_replies,
+                    [DPOP_PROOF], bearer)
     yield Operation("POST", "/userinfo", "UserInfo by POST (RFC 6750 §2.2 form token allowed)", "oidc",
-                    userinfo_replies, [f("access_token", "The access token, if not in the header.")], bearer)
+                    userinfo_replies, [f("access_token", "The access token, if not in the header."),
+                                       DPOP_PROOF], bearer)
     yield Operation("POST", "/introspect", "Token introspection (RFC 7662)", "oidc",
                     [json_reply(200, "Whether the token is active, and for whom.", ref("Introspection")),
                      *client_errors], [*TOKEN_PARAM_FORM, *CLIENT_AUTH_FORM], SHOP_AUTH)
@@ -633,6 +648,9 @@ SECURITY_SCHEMES: dict[str, Schema] = {
                           "description": "client_secret_basic (RFC 6749 §2.3.1). client_secret_post, "
                                          "private_key_jwt and public clients use the body's fields."},
     "accessToken": {"type": "http", "scheme": "bearer", "description": "An access token (RFC 6750)."},
+    "dpopToken": {"type": "http", "scheme": "dpop",
+                  "description": "A DPoP-bound access token (RFC 9449 §7.1), with a proof in the "
+                                 "DPoP header; such a token is refused as a bearer token."},
     "staffBearer": {"type": "http", "scheme": "bearer", "bearerFormat": "cgs_…",
                     "description": "A compliance staff token (settings [[staff]])."},
     "staffCookie": {"type": "apiKey", "in": "cookie", "name": "__Host-cg_staff",

@@ -444,7 +444,12 @@ def _unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:
     lambda key: _unsigned({"typ": "dpop+jwt", "alg": "none", "jwk": key.export_public(as_dict=True)},
                           {"jti": "j", "htm": "POST", "htu": TOKEN_URL, "iat": int(time.time())}),
     lambda key: [proof(key), proof(key)],  # two DPoP headers
-], ids=["garbage", "dots", "huge", "typ", "jwk", "signature", "alg-none", "two-headers"])
+    lambda key: proof(key, iat=float("nan")),  # not JSON, and in every window if compared
+    lambda key: proof(key, iat="now"),
+    lambda key: proof(key, htu="https://[gateway.test/token"),
+    lambda key: proof(key, htu="https://gateway.test:port/token"),
+], ids=["garbage", "dots", "huge", "typ", "jwk", "signature", "alg-none", "two-headers", "iat-nan",
+        "iat-string", "htu-bracket", "htu-port"])
 def test_malformed_proof_is_invalid_dpop_proof_400(client: TestClient, shop: ShopHandle,
                                                    make_value: Callable[[jwk.JWK], Any]) -> None:
     code, verifier = code_for(client, shop)
@@ -468,3 +473,13 @@ def test_thumbprint_is_stable_under_member_reordering(key: jwk.JWK, seed: Any,
     members = list({**key.export_public(as_dict=True), **extra}.items())
     seed.shuffle(members)
     assert thumbprint(dict(members)) == jkt_of(key)
+
+
+def test_openapi_documents_the_dpop_header_and_scheme(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["dpopToken"]["scheme"] == "dpop"
+    for method, path in (("post", "/token"), ("get", "/userinfo"), ("post", "/userinfo")):
+        operation = document["paths"][path][method]
+        assert any(p["name"] == "DPoP" and p["in"] == "header" for p in operation["parameters"])
+    token_reply = document["paths"]["/token"]["post"]["responses"]["200"]
+    assert token_reply["headers"]["DPoP-Nonce"]["required"] is False
