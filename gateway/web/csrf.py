@@ -19,4 +19,7 @@ def csrf_token(secret: bytes, browser: str, purpose: str) -> str:
 def csrf_valid(secret: bytes, browser: str | None, purpose: str, token: str | None) -> bool:
     if not browser or not token:
         return False
-    return hmac.compare_digest(csrf_token(secret, browser, purpose), token)
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters (a TypeError,
+    # that is a 500, for any forged token like "é"); a token is ASCII, anything else is wrong.
+    expected = csrf_token(secret, browser, purpose).encode()
+    return hmac.compare_digest(expected, token.encode("utf-8", "surrogateescape"))
