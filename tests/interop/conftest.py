@@ -35,10 +35,10 @@ def live_gateway(make_settings: Callable[..., Settings], store: Store) -> Iterat
     """
     running: list[tuple[uvicorn.Server, threading.Thread, Any, httpx.Client]] = []
 
-    def start() -> LiveGateway:
+    def start(**overrides: Any) -> LiveGateway:
         port = free_port()
         issuer = f"http://127.0.0.1:{port}"
-        app = create_app(make_settings(issuer=issuer), store=store)
+        app = create_app(make_settings(issuer=issuer, **overrides), store=store)
         server, thread = serve_in_thread(app, port)
         http = httpx.Client(base_url=issuer, follow_redirects=False, timeout=10.0)
         running.append((server, thread, app, http))

@@ -16,7 +16,11 @@ const state = {
   pending: undefined, // PKCE verifier, state and nonce of the last authorization URL
   tokens: undefined, // the last token endpoint response
   subject: undefined, // sub of the ID token, to check userinfo against
+  dpop: undefined, // openid-client DPoP handle (RFC 9449), after "discover" with dpop_alg
 }
+
+// {DPoP: handle} when the shop uses DPoP, for the token and userinfo calls.
+const dpopOptions = () => (state.dpop ? { DPoP: state.dpop } : undefined)
 
 const WEBCRYPTO_ALGORITHMS = {
   RS256: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
@@ -83,6 +87,11 @@ const operations = {
       { execute: [client.allowInsecureRequests], algorithm: args.algorithm ?? 'oidc' },
     )
     if (args.decryption) await enableDecryption(args.decryption)
+    // DPoP: a fresh key pair of the given algorithm; openid-client makes every proof and
+    // retries once on use_dpop_nonce with the server's DPoP-Nonce.
+    state.dpop = args.dpop_alg
+      ? client.getDPoPHandle(state.config, await client.randomDPoPKeyPair(args.dpop_alg))
+      : undefined
     return state.config.serverMetadata()
   },
 
@@ -116,7 +125,7 @@ const operations = {
       expectedNonce: pending.nonce,
       maxAge: pending.maxAge,
       idTokenExpected: true,
-    })
+    }, undefined, dpopOptions())
     state.tokens = tokens
     state.subject = tokens.claims().sub
     return tokenResult(tokens)
@@ -124,12 +133,12 @@ const operations = {
 
   async userinfo(args) {
     return withDecrypted(await client.fetchUserInfo(
-      state.config, args.access_token ?? state.tokens.access_token, state.subject))
+      state.config, args.access_token ?? state.tokens.access_token, state.subject, dpopOptions()))
   },
 
   async refresh(args) {
     const tokens = await client.refreshTokenGrant(
-      state.config, args.refresh_token ?? state.tokens.refresh_token)
+      state.config, args.refresh_token ?? state.tokens.refresh_token, undefined, dpopOptions())
     state.tokens = tokens
     return tokenResult(tokens)
   },
