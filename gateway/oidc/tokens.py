@@ -140,7 +140,7 @@ class TokenService:
         record.family_key = self._keys.token_family(record.family)
         record.key = self._keys.auth_code(digest(code))
         outcome = self._grants.issue(
-            record.key, json.dumps(asdict(record)), self.code_ttl, grant=record.grant_key,
+            record.key, _stored(record), self.code_ttl, grant=record.grant_key,
             erased=self._keys.person_erased(record.person_id), family=record.family_key,
             family_index=self._keys.person_shop_families(record.person_id, record.client_id),
             index_ttl=self.refresh_ttl, expected_generation=generation)
@@ -194,7 +194,7 @@ class TokenService:
                                  now, now + ttl, source.auth_time, fields, source.gen,
                                  source.grant_key, source.family_key,
                                  access_jkt if kind == "access_token" else refresh_jkt)
-            new.append(NewToken(key, json.dumps(asdict(record)), ttl))
+            new.append(NewToken(key, _stored(record), ttl))
         is_code = isinstance(source, AuthorizationCode)
         outcome = self._grants.exchange(
             source.key, grant=source.grant_key, family=source.family_key,
@@ -240,6 +240,16 @@ class TokenService:
         this frees their memory at once instead of at their TTL."""
         return self._grants.revoke_index(self._keys.person_shop_families(person_id, client_id),
                                          self.refresh_ttl)
+
+
+def _stored(record: AuthorizationCode | TokenRecord) -> str:
+    """A record as stored: JSON, without the DPoP members while they are unset, so that a
+    record without DPoP is what gateways before DPoP wrote and read (rolling upgrades)."""
+    data = asdict(record)
+    for name in ("jkt", "dpop_jkt"):
+        if data.get(name, "") is None:
+            del data[name]
+    return json.dumps(data)
 
 
 def new_family() -> str:

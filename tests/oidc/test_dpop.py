@@ -483,3 +483,15 @@ def test_openapi_documents_the_dpop_header_and_scheme(client: TestClient) -> Non
         assert any(p["name"] == "DPoP" and p["in"] == "header" for p in operation["parameters"])
     token_reply = document["paths"]["/token"]["post"]["responses"]["200"]
     assert token_reply["headers"]["DPoP-Nonce"]["required"] is False
+
+
+def test_records_without_dpop_are_stored_as_before(client: TestClient, shop: ShopHandle,
+                                                   store: Any) -> None:
+    """Rolling upgrades: a gateway without DPoP reads what this one writes for Bearer tokens."""
+    code, verifier = code_for(client, shop)
+    redeem(client, shop, code, verifier)
+    bound_tokens(client, shop, new_key())
+    stored = [json.loads(store.redis.get(key)) for key in store.redis.scan_iter(f"{store.keys.prefix}at:*")]
+    assert sorted("jkt" in record for record in stored) == [False, True]
+    codes = [store.redis.get(key) for key in store.redis.scan_iter(f"{store.keys.prefix}code:*")]
+    assert codes and all(b"dpop_jkt" not in value for value in codes)
