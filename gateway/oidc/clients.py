@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gateway.config.settings import check_https_url
+from gateway.config.settings import check_https_url, is_loopback_host
 from gateway.errors import ConfigError
 from gateway.oidc.sectors import verified_sector
 from gateway.policy import ShopPolicy
@@ -143,6 +144,29 @@ class ShopConfig(BaseModel):
         return self.token_endpoint_auth_method == "none"
 
 
+_LOOPBACK_NETLOC = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?")
+
+
+def _same_loopback_uri_but_port(registered: str, requested: str) -> bool:
+    """True if ``requested`` is the registered plain-http loopback URI with another (or no)
+    port: same scheme, host as written, path, query, all compared as strings."""
+    if not re.fullmatch(r"[!-~]+", requested) or not requested.startswith("http://"):
+        return False  # no spaces or controls (urlsplit would drop tabs), lowercase http only
+    wanted, given = urlsplit(registered), urlsplit(requested)
+    if wanted.scheme != "http" or not is_loopback_host(wanted.hostname):
+        return False
+    wanted_netloc = _LOOPBACK_NETLOC.fullmatch(wanted.netloc)
+    given_netloc = _LOOPBACK_NETLOC.fullmatch(given.netloc)  # no userinfo either
+    if wanted_netloc is None or given_netloc is None:
+        return False
+    port = given_netloc.group("port")
+    if port is not None and not 1 <= int(port) <= 65535:
+        return False
+    return (given_netloc.group("host") == wanted_netloc.group("host")
+            and (given.path, given.query, given.fragment) == (wanted.path, wanted.query, wanted.fragment)
+            and requested.count("?") == registered.count("?"))
+
+
 def secret_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -182,7 +206,14 @@ class Shop:
         return " ".join(s for s in dict.fromkeys(requested) if s in self.config.scopes)
 
     def check_redirect_uri(self, redirect_uri: str) -> bool:
-        return redirect_uri in self.config.redirect_uris
+        if redirect_uri in self.config.redirect_uris:
+            return True
+        # RFC 9700 §2.1 / §4.1.3, RFC 8252 §7.3: a native app's loopback redirect URI may
+        # name any port (the app listens on whatever port the system gave it); nothing
+        # else about the URI may differ. Native apps are the public shops.
+        return self.config.is_public and any(
+            _same_loopback_uri_but_port(registered, redirect_uri)
+            for registered in self.config.redirect_uris)
 
     def _stored_digest(self) -> str | None:
         """The secret's digest, re-read at most once a second (a new secret from
