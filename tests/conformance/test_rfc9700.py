@@ -1163,7 +1163,7 @@ def test_4_15_no_client_can_pass_for_a_person(client: TestClient, shop: ShopHand
                        auth=(shop.client_id, shop.secret)).json()
     assert body["client_id"] == shop.client_id
     assert body["sub"] and body["sub"] != body["client_id"]
-    assert not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{2,63}", body["sub"]) or len(body["sub"]) >= 40
+    assert len(body["sub"]) >= 40  # a keyed hash, not a name anyone picked
 
 
 def test_4_16_every_page_forbids_framing(client: TestClient, shop: ShopHandle) -> None:
