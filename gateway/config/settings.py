@@ -294,6 +294,14 @@ class Settings(BaseSettings):
     dpop_nonce_lifetime: int = Field(
         default=300, ge=30, le=3600,
         description="Seconds per DPoP nonce window; a nonce is accepted for one to two windows.")
+    # Pushed authorization requests (RFC 9126, gateway/oidc/par.py; docs/shops.md, "PAR and
+    # FAPI 2.0"). A shop can require PAR in its file; FAPI 2.0 shops always do.
+    require_pushed_authorization_requests: bool = Field(
+        default=False,
+        description="Every shop must push its authorization requests to /par (RFC 9126 §5).")
+    par_request_uri_ttl: int = Field(
+        default=60, ge=60, le=90,
+        description="Seconds a request_uri from /par may be used (once) at /authorize.")
     relay_email_domain: str = Field(
         default="", description="Domain of relay e-mail aliases; empty: relay.<issuer host>."
     )

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.config.settings import check_https_url, is_loopback_host
 from gateway.errors import ConfigError
+from gateway.oidc import fapi
 from gateway.oidc.sectors import verified_sector
 from gateway.policy import ShopPolicy
 from gateway.vault.errors import UnsupportedAlgorithmError
@@ -78,6 +79,10 @@ class ShopConfig(BaseModel):
     # DPoP (RFC 9449): every token request must carry a proof, so every access token is
     # DPoP-bound (gateway/oidc/dpop.py, docs/shops.md "DPoP"). Without it, proofs are optional.
     dpop_bound_access_tokens: bool = False
+    # PAR (RFC 9126 §6): authorization requests only through /par (gateway/oidc/par.py).
+    require_pushed_authorization_requests: bool = False
+    # "fapi2": the FAPI 2.0 Security Profile (gateway/oidc/fapi.py, docs/shops.md).
+    profile: Literal["default", "fapi2"] = "default"
     policy: ShopPolicy = Field(default_factory=ShopPolicy)
 
     @field_validator("redirect_uris", "post_logout_redirect_uris")
@@ -135,6 +140,13 @@ class ShopConfig(BaseModel):
         # (gateway/oidc/sectors.py), which stays one sector whatever hosts it redirects to.
         return self
 
+    @model_validator(mode="after")
+    def _profile_is_met(self) -> ShopConfig:
+        problems = fapi.config_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @property
     def redirect_hosts(self) -> set[str]:
         return {urlsplit(uri).hostname or "" for uri in self.redirect_uris}
@@ -181,7 +193,7 @@ class Shop:
         # The pairwise-subject sector, decided once at load (gateway/oidc/sectors.py).
         self.sector = sector or f"shop:{config.client_id}"
         self.id_token_signed_response_alg: SigningAlg = (
-            config.id_token_signed_response_alg or default_alg  # type: ignore[assignment]
+            config.id_token_signed_response_alg or fapi.id_token_alg(config, default_alg)  # type: ignore[assignment]
         )
         self._secret_file = keys_dir / "shops" / f"{config.client_id}.sha256"
         self._jwks_cache: tuple[float, dict[str, Any]] | None = None

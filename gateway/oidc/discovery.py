@@ -13,7 +13,8 @@ from gateway.vault.jwe import SUPPORTED_JWE_ALGS, SUPPORTED_JWE_ENCS
 SIGNING_ALGORITHMS = ["ES256", "RS256"]
 
 
-def provider_metadata(issuer: str, catalogue: Catalogue) -> dict[str, Any]:
+def provider_metadata(issuer: str, catalogue: Catalogue, *,
+                      require_par: bool = False) -> dict[str, Any]:
     return {
         "issuer": issuer,
         "authorization_endpoint": f"{issuer}/authorize",
@@ -23,6 +24,8 @@ def provider_metadata(issuer: str, catalogue: Catalogue) -> dict[str, Any]:
         "revocation_endpoint": f"{issuer}/revoke",
         "introspection_endpoint": f"{issuer}/introspect",
         "end_session_endpoint": f"{issuer}/logout",
+        "pushed_authorization_request_endpoint": f"{issuer}/par",  # RFC 9126 §5
+        "require_pushed_authorization_requests": require_par,
         "scopes_supported": list(SUPPORTED_SCOPES),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],

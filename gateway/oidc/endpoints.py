@@ -14,6 +14,7 @@ from gateway.oidc import bridge
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.discovery import provider_metadata
 from gateway.oidc.flow import AuthorizationFlow, ErrorPage, Outcome
+from gateway.oidc.par import push_response
 from gateway.oidc.server import ProviderServer
 from gateway.oidc.sessions import BROWSER_COOKIE, SESSION_COOKIE
 from gateway.oidc.tokens import new_secret
@@ -62,7 +63,9 @@ def build_router(  # noqa: C901 - one small closure per endpoint
     ctx: ProviderContext, server: ProviderServer, flow: AuthorizationFlow
 ) -> APIRouter:
     router = APIRouter()
-    metadata = provider_metadata(ctx.issuer, ctx.catalogue)
+    metadata = provider_metadata(
+        ctx.issuer, ctx.catalogue,
+        require_par=ctx.settings.require_pushed_authorization_requests)
     limit = ctx.settings.max_body_bytes
 
     @router.get("/.well-known/openid-configuration")
@@ -113,6 +116,13 @@ def build_router(  # noqa: C901 - one small closure per endpoint
             return bridge.error_response(error)
         return bridge.to_response(await bridge.in_worker(server.create_token_response, oauth_request))
 
+    async def par(request: Request) -> Response:  # RFC 9126 (gateway/oidc/par.py)
+        try:
+            oauth_request = await bridge.provider_request(request, ctx.endpoint("/par"), limit)
+        except OAuth2Error as error:
+            return bridge.error_response(error)
+        return bridge.to_response(await bridge.in_worker(push_response, flow, oauth_request))
+
     async def revoke(request: Request) -> Response:
         return await _endpoint(request, "revocation", "/revoke")
 
@@ -145,5 +155,6 @@ def build_router(  # noqa: C901 - one small closure per endpoint
     router.add_route("/userinfo", userinfo, methods=["GET", "POST"])
     router.add_route("/introspect", introspect, methods=["POST"])
     router.add_route("/revoke", revoke, methods=["POST"])
+    router.add_route("/par", par, methods=["POST"])
     router.routes.sort(key=lambda route: HOT_PATHS.get(getattr(route, "path", ""), len(HOT_PATHS)))
     return router

@@ -13,6 +13,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from authlib.common.urls import add_params_to_uri
@@ -22,6 +23,8 @@ from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from gateway.consent import ConsentItem, ConsentRecord, consent_items, pending_items
 from gateway.oidc.clients import Shop
 from gateway.oidc.context import ProviderContext
+from gateway.oidc.par import PushedRequests, is_pushed_request_uri
+from gateway.oidc.par import required as par_required
 from gateway.oidc.server import ProviderRequest, ProviderServer
 from gateway.oidc.sessions import PendingRequest, Person
 from gateway.oidc.tokens import StaleGrantError
@@ -53,6 +56,11 @@ PARKED_PARAMETERS = {
     ACCOUNT_SIGN_IN: 1,
 }
 _RESPONSE_TYPE = re.compile(r"[a-z_]{1,32}( [a-z_]{1,32}){0,3}")
+
+
+def _first(params: list[tuple[str, str]], name: str) -> str | None:
+    """The first value of ``name`` (as authlib reads a repeated parameter)."""
+    return next((v for k, v in params if k == name), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +101,59 @@ class AuthorizationFlow:
 
     def start(self, params: list[tuple[str, str]], person: Person | None, browser: str) -> Outcome:
         """Handle a fresh ``/authorize`` request."""
-        return self._decide(params, person, browser, pending=None, request_id=None)
+        resolved = self._front_channel(params)
+        if not isinstance(resolved, list):
+            return resolved
+        return self._decide(resolved, person, browser, pending=None, request_id=None)
+
+    def _front_channel(self, params: list[tuple[str, str]]) -> list[tuple[str, str]] | Outcome:
+        """The request's parameters: the pushed ones for a request_uri from ``/par`` (taken
+        once, only by the shop that pushed them; nothing else of the front channel counts),
+        else the front channel's, refused for a shop that must push (gateway/oidc/par.py)."""
+        uris = [v for k, v in params if k == "request_uri"]
+        client_id = _first(params, "client_id")
+        shop = self.ctx.shops.get(client_id)
+        if len(uris) == 1 and is_pushed_request_uri(uris[0]):
+            pushed = PushedRequests(self.ctx).take(shop.client_id, uris[0]) if shop else None
+            if pushed is None:
+                log.info("request_uri refused", extra={"client_id": client_id})
+                return ErrorPage("invalid_request_uri", "This sign-in link has expired or was "
+                                 "used already. Start again from the shop.")
+            return list(pushed.items())
+        if shop is None or not par_required(shop, self.ctx.settings) or uris:
+            return params  # (another request_uri is refused as not supported)
+        state = _first(params, "state")
+        try:
+            redirect_uri = self.validate(params)["redirect_uri"]  # registered: errors may go there
+        except OAuth2Error as error:
+            return self._error(error, state)
+        return self._error(InvalidRequestError(
+            "This client must push its authorization requests (RFC 9126).",
+            redirect_uri=redirect_uri), state)
+
+    def validate(self, params: list[tuple[str, str]]) -> dict[str, str]:
+        """The checks of an authorization request that need no signed-in person (what
+        ``/par`` checks before keeping a request); returns the parameters the flow keeps.
+        ``prompt`` depends on the person's session: only its syntax is checked here, and
+        the whole request is validated again when it arrives at ``/authorize``."""
+        prompts = [v for k, v in params if k == "prompt"]
+        _, grant = self._validated([(k, v) for k, v in params if k != "prompt"], None)
+        words = prompts[0].split() if prompts else []
+        if len(prompts) > 1 or ("none" in words and len(words) > 1):  # OIDC Core §3.1.2.1
+            raise InvalidRequestError("Invalid 'prompt' parameter.", redirect_uri=grant.redirect_uri)
+        return {k: v for k, v in params if k in PARKED_PARAMETERS and k != ACCOUNT_SIGN_IN}
+
+    def _validated(self, params: list[tuple[str, str]],
+                   person: Person | None) -> tuple[ProviderRequest, Any]:
+        """authlib's validation of the request, plus the length caps of what is parked."""
+        request = self._request(params)
+        grant = self.server.get_consent_grant(request, end_user=person)
+        too_long = sorted(k for k, v in request.payload.data.items()
+                          if k in PARKED_PARAMETERS and len(v) > PARKED_PARAMETERS[k])
+        if too_long:
+            raise InvalidRequestError(f"Parameters too long: {', '.join(too_long)}.",
+                                      redirect_uri=grant.redirect_uri)
+        return request, grant
 
     def resume(self, request_id: str, person: Person | None, browser: str) -> Outcome:
         """Continue a parked request after sign-in or consent."""
@@ -128,15 +188,9 @@ class AuthorizationFlow:
 
     def _decide(self, params: list[tuple[str, str]], person: Person | None, browser: str,
                 pending: PendingRequest | None, request_id: str | None) -> Outcome:
-        request = self._request(params)
-        state = request.payload.state
+        state = _first(params, "state")
         try:
-            grant = self.server.get_consent_grant(request, end_user=person)
-            too_long = sorted(k for k, v in request.payload.data.items()
-                              if k in PARKED_PARAMETERS and len(v) > PARKED_PARAMETERS[k])
-            if too_long:
-                raise InvalidRequestError(f"Parameters too long: {', '.join(too_long)}.",
-                                          redirect_uri=grant.redirect_uri)
+            request, grant = self._validated(params, person)
         except OAuth2Error as error:
             return self._error(error, state)
         # Only what the flow uses is parked in Redis, so junk parameters cannot make every

@@ -38,6 +38,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 
 from gateway.audit.events import Action
+from gateway.oidc import fapi
 from gateway.oidc.clients import SUPPORTED_SCOPES, Shop
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.dpop import JKT_PATTERN, DPoPVerifier, check_token_request, proof_headers
@@ -189,7 +190,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
             amr=list(person.amr),
             fields=list(self.requested_fields),
             dpop_jkt=data.get("dpop_jkt"),
-        ), getattr(self, "consent_generation", None))
+        ), getattr(self, "consent_generation", None),
+            ttl=fapi.code_lifetime(request.client.config, self.ctx.tokens.code_ttl))
         self.ctx.record("code_issued", shop=request.client.client_id, person=person.id)
 
     def query_authorization_code(self, code: str, client: Shop) -> AuthorizationCode | None:
@@ -313,6 +315,9 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
             token = jwt.decode(assertion, resolve_key, algorithms=list(ASSERTION_ALGORITHMS))
         except (JoseError, ValueError) as error:
             raise InvalidClientError(description="Invalid client assertion.") from error
+        shop = self.ctx.shops.get(str(token.claims.get("sub")))
+        if shop is not None and not fapi.assertion_alg_allowed(shop.config, token.header.get("alg")):
+            raise InvalidClientError(description="FAPI 2.0: sign the assertion with PS256, ES256 or EdDSA.")
         self._check_audience_and_lifetime(token.claims)
         self.verify_claims(token.claims)
         return token.claims

@@ -131,16 +131,18 @@ class TokenService:
 
     # -- codes ---------------------------------------------------------------------------
 
-    def issue_code(self, code: str, record: AuthorizationCode, generation: int | None) -> None:
+    def issue_code(self, code: str, record: AuthorizationCode, generation: int | None,
+                   ttl: int | None = None) -> None:
         """Store a new code under the grant generation the consent decision read
-        (``None``: no grant yet, this code starts one). Raises :class:`StaleGrantError`
-        when the grant changed meanwhile: the decision must be taken again."""
+        (``None``: no grant yet, this code starts one), for ``ttl`` seconds (default
+        ``code_ttl``). Raises :class:`StaleGrantError` when the grant changed meanwhile: the
+        decision must be taken again."""
         record.gen = 1 if generation is None else generation
         record.grant_key = self._keys.person_grant(record.person_id, record.client_id)
         record.family_key = self._keys.token_family(record.family)
         record.key = self._keys.auth_code(digest(code))
         outcome = self._grants.issue(
-            record.key, _stored(record), self.code_ttl, grant=record.grant_key,
+            record.key, _stored(record), ttl or self.code_ttl, grant=record.grant_key,
             erased=self._keys.person_erased(record.person_id), family=record.family_key,
             family_index=self._keys.person_shop_families(record.person_id, record.client_id),
             index_ttl=self.refresh_ttl, expected_generation=generation)

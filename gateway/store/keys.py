@@ -77,6 +77,11 @@ class KeySpace:
     def authorize_request(self, request_id: str) -> str:
         return f"{self.prefix}authreq:{request_id}"
 
+    def pushed_request(self, client_id: str, request_uri_digest: str) -> str:
+        """A pushed authorization request (RFC 9126), by its client and the digest of its
+        request_uri: only that client finds it, and it is taken once (GETDEL)."""
+        return f"{self.prefix}par:{client_id}:{request_uri_digest}"
+
     def upstream_state(self, state_digest: str) -> str:
         return f"{self.prefix}upstate:{state_digest}"
 

@@ -146,6 +146,11 @@ def _schemas() -> dict[str, Schema]:
              "exp": {"type": "integer"}, "iat": {"type": "integer"},
              "cnf": obj({"jkt": STRING}, ["jkt"], description="RFC 9449 §6.2: the DPoP key's thumbprint.")},
             ["active"], description="RFC 7662 §2.2."),
+        "PushedAuthorizationResponse": obj(
+            {"request_uri": {"type": "string", "pattern": "^urn:ietf:params:oauth:request_uri:"},
+             "expires_in": {"type": "integer", "minimum": 60, "maximum": 90}},
+            ["request_uri", "expires_in"], closed=True,
+            description="RFC 9126 §2.2: use request_uri once, with the same client_id, at /authorize."),
         "MiniProgramCode": obj(
             {"code": STRING, "expires_in": {"type": "integer"}, "iss": STRING, "token_endpoint": STRING},
             ["code", "expires_in", "iss", "token_endpoint"], closed=True,
@@ -234,7 +239,8 @@ AUTHORIZE_PARAMS = [
     Param("login_hint", "Ignored."),
     Param("response_mode", "Only `query`; others are refused."),
     Param("request", "Refused with request_not_supported (RFC 9101 is not implemented)."),
-    Param("request_uri", "Refused with request_uri_not_supported unless it is a PAR reference."),
+    Param("request_uri", "A request_uri from /par (RFC 9126; then only it and client_id are read); "
+                         "any other is refused with request_uri_not_supported."),
 ]
 TOKEN_FORM = [
     f("grant_type", "RFC 6749 §4.1.3 / §6.", enum("authorization_code", "refresh_token"), required=True),
@@ -470,6 +476,18 @@ def _oidc_operations() -> Iterator[Operation]:
     yield Operation("POST", "/revoke", "Token revocation (RFC 7009)", "oidc",
                     [json_reply(200, "Revoked, or unknown (RFC 7009 §2.2).", {"type": "object"}),
                      *client_errors], [*TOKEN_PARAM_FORM, *CLIENT_AUTH_FORM], SHOP_AUTH)
+    par_form = [f(p.name, p.description, p.schema, required=p.name in ("response_type", "redirect_uri"))
+                for p in AUTHORIZE_PARAMS if p.name not in ("request_uri", "client_id")]
+    yield Operation("POST", "/par", "Pushed authorization request (RFC 9126)", "oidc",
+                    [json_reply(201, "Kept: send the browser to /authorize with client_id and "
+                                     "request_uri.", ref("PushedAuthorizationResponse")),
+                     error(400, "invalid_request, invalid_scope, request_not_supported, "
+                                "unsupported_response_type, … (never a redirect)."),
+                     *client_errors[1:]],
+                    [*par_form, *CLIENT_AUTH_FORM], SHOP_AUTH,
+                    description="Client authentication as at /token; the parameters are checked as "
+                                "/authorize checks them. Required of shops with "
+                                "`require_pushed_authorization_requests` or `profile: fapi2`.")
     logout_params = [
         q("id_token_hint", "An ID token the gateway issued to the shop."),
         q("post_logout_redirect_uri", "One of the shop's registered post-logout URIs."),

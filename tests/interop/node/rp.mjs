@@ -3,8 +3,8 @@
 // Protocol: one JSON object per line. pytest writes {"id", "op", "args"} to stdin; this
 // script answers each with one line on stdout: {"id", "ok": true, "result"} or
 // {"id", "ok": false, "error": {name, code, error, error_description, status, message}}.
-// Nothing else is ever written to stdout. Operations: discover, authorization_url,
-// code_grant, userinfo, refresh, introspect, revoke, end_session_url; "exit" ends the
+// Nothing else is ever written to stdout. Operations: discover, authorization_url (by PAR
+// with args.par), code_grant, userinfo, refresh, introspect, revoke, end_session_url; "exit" ends the
 // process. The person's browser part (sign-in, consent, following the logout URL) stays
 // in pytest; this side only does what a shop's server does with the library: every check
 // is openid-client's own, with its defaults.
@@ -103,7 +103,7 @@ const operations = {
       nonce: client.randomNonce(),
       maxAge: args.params?.max_age ? Number(args.params.max_age) : undefined,
     }
-    const url = client.buildAuthorizationUrl(state.config, {
+    const parameters = {
       redirect_uri: args.redirect_uri,
       scope: args.scope,
       code_challenge: await client.calculatePKCECodeChallenge(codeVerifier),
@@ -111,7 +111,12 @@ const operations = {
       state: pending.state,
       nonce: pending.nonce,
       ...(args.params ?? {}),
-    })
+    }
+    // "par": true pushes the parameters first (RFC 9126); the URL then carries only
+    // client_id and request_uri.
+    const url = args.par
+      ? await client.buildAuthorizationUrlWithPAR(state.config, parameters)
+      : client.buildAuthorizationUrl(state.config, parameters)
     state.pending = pending
     return { url: url.href, state: pending.state, nonce: pending.nonce }
   },
