@@ -3,12 +3,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test lint typecheck check bench clean lock audit
 
-$(BIN)/gateway: pyproject.toml
+# The versions in requirements.lock, the ones CI tests and audits (docs/operations.md).
+$(BIN)/gateway: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]' -c requirements.lock
 	touch $(BIN)/gateway
 
 demo: $(BIN)/gateway
@@ -30,6 +31,23 @@ typecheck: $(BIN)/gateway
 	$(BIN)/mypy --strict gateway
 
 check: lint typecheck test
+
+# Refresh requirements.lock: the newest versions pyproject.toml allows, resolved in a fresh
+# virtualenv (then `make .venv/bin/gateway` installs them here).
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	{ echo "# Every package that \`pip install -e '.[dev]'\` installs, pinned: what CI installs (-c) and audits"; \
+	  echo "# (scripts/audit-dependencies). Written by \`make lock\`; do not edit by hand (docs/operations.md)."; \
+	  .lock-venv/bin/pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+	rm -rf .lock-venv
+
+# Known vulnerabilities in requirements.lock (pip-audit, PyPI's data); CI runs this.
+audit: $(BIN)/gateway
+	$(BIN)/python scripts/audit-dependencies
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
