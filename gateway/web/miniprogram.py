@@ -48,7 +48,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.errors import ConfigError
-from gateway.oidc import bridge
+from gateway.oidc import bridge, fapi
 from gateway.oidc.clients import Shop
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.server import JSON_HEADERS, ProviderRequest, ProviderServer
@@ -125,6 +125,7 @@ def mini_program_login(ctx: ProviderContext, program: WeChatMiniProgram, checked
     # The same audit events as a browser sign-in and its authorization code.
     ctx.record("sign_in", actor_type="person", actor_id=person_id, person=person_id)
     code = new_secret()
+    lifetime = fapi.code_lifetime(shop.config, ctx.tokens.code_ttl)  # FAPI 2.0 shops: 60 s
     consent = ctx.consents.state(person_id, shop.client_id)
     if consent.record is not None and consent.record.withdrawn_at:
         # Everything was withdrawn from this shop: not even the pseudonym until the person
@@ -136,13 +137,13 @@ def mini_program_login(ctx: ProviderContext, program: WeChatMiniProgram, checked
             family=new_family(), auth_time=int(time.time()), nonce=nonce, code_challenge=challenge,
             code_challenge_method="S256", amr=[],
             fields=sorted(requested_fields(scope, None, ctx.catalogue)),
-        ), consent.generation)
+        ), consent.generation, ttl=lifetime)
     except StaleGrantError:  # withdrawn or erased at this very moment: the shop may retry
         raise MiniProgramUnavailableError() from None
     ctx.record("code_issued", shop=shop.client_id, person=person_id)
     log.info("mini-program sign-in", extra={"client_id": shop.client_id,
                                             "provider": program.provider_id})
-    body = {"code": code, "expires_in": ctx.tokens.code_ttl, "iss": ctx.issuer,
+    body = {"code": code, "expires_in": lifetime, "iss": ctx.issuer,
             "token_endpoint": ctx.endpoint("/token")}
     return 200, body, list(JSON_HEADERS)
 

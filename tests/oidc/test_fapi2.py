@@ -18,11 +18,13 @@ from joserfc.jwk import ECKey, RSAKey
 from starlette.testclient import TestClient
 
 from gateway.errors import ConfigError
+from gateway.oidc import fapi
 from gateway.oidc.clients import load_shop_file
 from gateway.oidc.tokens import digest
 from gateway.store import Store
 from tests.conftest import ISSUER, Browser, ShopHandle, authorize_params, pkce_pair, query_of
 from tests.interop.harness import authorize_in_browser
+from tests.oidc.test_dpop import new_key, proof
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 Key = ECKey | RSAKey
@@ -180,3 +182,23 @@ def test_a_fapi_shop_file_that_meets_the_profile_loads(
     fapi_shop(make_shop, require_pushed_authorization_requests=True)
     config = load_shop_file(policies_dir / "shops" / "shop-fapi.yaml")
     assert config.profile == "fapi2"
+
+
+def test_fapi_shop_with_dpop_bound_tokens_is_sender_constrained(
+        make_shop: Callable[..., ShopHandle], make_client: Callable[..., TestClient],
+        policies_dir: Path) -> None:
+    shop, key = fapi_shop(make_shop, dpop_bound_access_tokens=True)
+    assert fapi.sender_constrained(load_shop_file(policies_dir / "shops" / "shop-fapi.yaml"))
+    client = make_client()
+    verifier, challenge = pkce_pair()
+    reply = push(client, shop, key, authorize_params(shop, challenge))
+    url = f"/authorize?{urlencode({'client_id': shop.client_id, 'request_uri': reply.json()['request_uri']})}"
+    code = query_of(authorize_in_browser(Browser(client), url))["code"]
+    data = {"grant_type": "authorization_code", "code": code, "redirect_uri": shop.redirect_uri,
+            "code_verifier": verifier}
+    bearer = client.post("/token", data={**data, **client_auth(key, shop)})
+    assert bearer.status_code == 400 and bearer.json()["error"] == "invalid_dpop_proof"
+    bound = client.post("/token", data={**data, **client_auth(key, shop)},
+                        headers={"DPoP": proof(new_key())})
+    assert bound.status_code == 200, bound.text
+    assert bound.json()["token_type"] == "DPoP"

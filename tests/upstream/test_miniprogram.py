@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import secrets
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +12,7 @@ import httpx
 import pytest
 import respx
 from joserfc import jwt
-from joserfc.jwk import KeySet
+from joserfc.jwk import ECKey, KeySet
 from starlette.testclient import TestClient
 
 from gateway.errors import ConfigError
@@ -236,3 +238,22 @@ def test_mini_program_logins_are_limited_per_authenticated_shop(
             statuses.append(reply.status_code)
         assert reply.json()["error"] == "temporarily_unavailable"
     assert statuses == [200, 200, 200, 429]
+
+
+def test_a_fapi2_shops_mini_program_codes_live_at_most_60_seconds(
+        upstream_client: Callable[..., TestClient], mini_settings: list[dict[str, Any]],
+        make_shop: Callable[..., ShopHandle]) -> None:
+    key = ECKey.generate_key("P-256", parameters={"kid": "fapi-mp"}, private=True)
+    shop = make_shop("shop-a", profile="fapi2", token_endpoint_auth_method="private_key_jwt",
+                     jwks={"keys": [key.as_dict(private=False)]})
+    client = upstream_client(mini_settings, code_ttl=300)
+    now = int(time.time())
+    assertion = jwt.encode({"alg": "ES256", "kid": "fapi-mp"}, {
+        "iss": shop.client_id, "sub": shop.client_id, "aud": "https://gateway.test", "iat": now,
+        "exp": now + 60, "jti": secrets.token_urlsafe(8)}, key, algorithms=["ES256"])
+    with respx.mock as mock:
+        mock.get(SESSION_URL).mock(return_value=session({"openid": OPENID, "session_key": SESSION_KEY}))
+        reply, _ = mini_login(client, shop, client_assertion=assertion,
+                              client_assertion_type="urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["expires_in"] == 60
