@@ -9,6 +9,10 @@ from typing import Any
 
 import uvicorn
 
+# For harnesses that sign many people in from loopback: the limits stay on (their round trip
+# is exercised) with room for the run; tests/web/test_limits.py tests the limits themselves.
+ROOMY_RATE_LIMIT = '{"count": 100000, "per_seconds": 60, "burst": 100000}'
+
 
 def free_port() -> int:
     with socket.socket() as probe:

@@ -25,6 +25,7 @@ from gateway.config.settings import RateLimit
 
 if TYPE_CHECKING:
     import redis
+    from redis.commands.core import Script
 
     from gateway.store.keys import KeySpace
 
@@ -43,6 +44,17 @@ if wait > 0 then return wait end
 redis.call('SET', KEYS[1], next_tat, 'PX', next_tat - now)
 local empty = next_tat + interval - tonumber(ARGV[2]) - now
 if empty > 0 then return -empty end
+return 0
+"""
+
+# The same test without spending: milliseconds until one request would be allowed (0: now).
+_PEEK = """
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local wait = tat + tonumber(ARGV[1]) - tonumber(ARGV[2]) - now
+if wait > 0 then return wait end
 return 0
 """
 
@@ -87,15 +99,24 @@ class RateLimits:
         self._client = client
         self._keys = keys
         self._take = client.register_script(_TAKE)
+        self._peek = client.register_script(_PEEK)
 
     def take(self, hits: Sequence[tuple[Limit, str]]) -> Spent:
         """Spend one request from each ``(limit, subject)`` bucket, in one round trip."""
+        replies = self._run(self._take, hits)
+        return Spent(tuple(max(0, r) / 1000.0 for r in replies), tuple(max(0, -r) / 1000.0 for r in replies))
+
+    def peek(self, hits: Sequence[tuple[Limit, str]]) -> Spent:
+        """Whether each bucket would allow one request now, spending nothing (one round trip)."""
+        replies = self._run(self._peek, hits)
+        return Spent(tuple(r / 1000.0 for r in replies), tuple(0.0 for _ in replies))
+
+    def _run(self, script: Script, hits: Sequence[tuple[Limit, str]]) -> list[int]:
         if not hits:
-            return Spent((), ())
+            return []
         pipe = self._client.pipeline(transaction=False)
         for limit, subject in hits:
             tolerance = limit.interval_ms * limit.rate.burst
-            self._take(keys=[self._keys.rate_limit(limit.name, subject_digest(subject))],
-                       args=[limit.interval_ms, tolerance], client=pipe)
-        replies = [int(reply) for reply in cast(list[int], pipe.execute())]
-        return Spent(tuple(max(0, r) / 1000.0 for r in replies), tuple(max(0, -r) / 1000.0 for r in replies))
+            script(keys=[self._keys.rate_limit(limit.name, subject_digest(subject))],
+                   args=[limit.interval_ms, tolerance], client=pipe)
+        return [int(reply) for reply in cast(list[int], pipe.execute())]

@@ -9,11 +9,13 @@ Two kinds, both backed by Redis buckets (:mod:`gateway.store.limits`):
 - *Failure* limits, spent only when a request failed to authenticate: a shop's client
   authentication (401 ``invalid_client`` on /token, /revoke, /introspect, /par and the
   mini-program login, per IP and per client_id from that IP) and staff tokens (per IP). A
-  refused bucket is remembered in the worker until it allows again, so a request with good
-  credentials never waits for Redis and a blocked guesser costs nothing. The price: a
-  worker that has not yet seen the block lets one more failure through, so after a block an
-  attacker gains at most one guess per worker. Per client_id *alone* is deliberately not a
-  bucket: anyone could then lock a shop out by failing in its name.
+  request with good credentials from a subject that never failed costs no round trip. Once
+  a subject has failed in a worker it is *suspect* there: its next requests first ask Redis
+  whether its buckets allow one more (spending nothing), and a bucket that refuses is
+  remembered in the worker until it allows again, so a blocked guesser costs nothing.
+  Past the burst an attacker is answered only the requests already in flight when the
+  bucket emptied, plus one per worker that had not yet seen it fail. Per client_id *alone*
+  is deliberately not a bucket: anyone could then lock a shop out by failing in its name.
 
 Consent-centre writes are limited per person inside the account routes (only there is the
 person known), and mini-program logins per shop once it has authenticated: :func:`spend`.
@@ -42,6 +44,7 @@ from gateway.store.limits import Limit, RateLimits, Spent
 log = logging.getLogger(__name__)
 
 BLOCKLIST_SIZE = 10_000  # remembered blocks per worker; beyond that, Redis decides again
+SUSPECT_SECONDS = 600.0  # how long a subject that failed is checked before it is served
 
 
 class RateLimitedError(Exception):
@@ -119,8 +122,8 @@ STAFF_API = Routes(frozenset({"GET", "POST"}), pattern=re.compile(r"/audit/api/.
 STAFF_SIGN_IN = Routes(frozenset({"POST"}), frozenset({"/audit/login"}))
 
 
-class Blocks:
-    """Buckets known to refuse, per worker, until their ``Retry-After``."""
+class Deadlines:
+    """Per worker: until when each bucket is known to refuse (or its subject is suspect)."""
 
     def __init__(self) -> None:
         self._until: dict[str, float] = {}
@@ -154,7 +157,8 @@ class RequestLimits:
         self.client_per_ip = Limit("clientfail-ip", settings.rate_limit_client_failures_per_ip)
         self.client_per_client = Limit("clientfail-client", settings.rate_limit_client_failures_per_client)
         self.staff_per_ip = Limit("stafffail-ip", settings.rate_limit_staff_failures_per_ip)
-        self.blocks = Blocks()
+        self.blocks = Deadlines()
+        self.suspects = Deadlines()  # failure buckets of subjects that failed here lately
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -175,6 +179,11 @@ class RequestLimits:
             if client_id is not None:
                 hits.append((self.client_per_client, f"{client_id}\n{address}"))
         wait = self.blocks.wait(self._names(hits))
+        failure_hits = hits[len(requests):]
+        if wait <= 0 and failure_hits and self.suspects.wait(self._names(failure_hits)) > 0:
+            peeked = await run_in_threadpool(self.limits.peek, failure_hits)
+            self._remember(failure_hits, peeked)
+            wait = peeked.retry_after
         if wait <= 0 and requests:
             request_hits = hits[:len(requests)]
             spent = await run_in_threadpool(self.limits.take, request_hits)
@@ -193,7 +202,8 @@ class RequestLimits:
 
         await self.app(scope, receive, watch)
         if status == 401 and failures is not None:
-            await self._charge(hits[len(requests):])
+            self.suspects.block(self._names(failure_hits), SUSPECT_SECONDS)
+            await self._charge(failure_hits)
 
     def _request_limits(self, method: str, path: str) -> list[Limit]:
         if SIGN_IN_STARTS.cover(method, path):

@@ -30,6 +30,7 @@ from urllib.parse import urlencode
 import httpx2 as httpx
 
 from tests.conftest import Browser, ShopHandle, exchange_code, query_of, sign_in
+from tests.live import ROOMY_RATE_LIMIT
 
 STARTUP_TIMEOUT = 60.0
 HTTP_TIMEOUT = 15.0
@@ -262,6 +263,8 @@ def gateway_command() -> list[str]:
     return [sys.executable, "-c", "from gateway.cli import main; main()"]
 
 
+
+
 def start_gateway(*, port: int, shop: ShopHandle, redis_url: str, key_prefix: str, keys_dir: Path,
                   policies_dir: Path, data_dir: Path, master_key: str, log_path: Path,
                   workers: int = 2, extra_env: dict[str, str] | None = None) -> LiveGateway:
@@ -278,6 +281,10 @@ def start_gateway(*, port: int, shop: ShopHandle, redis_url: str, key_prefix: st
         "GATEWAY_DATA_DIR": str(data_dir),
         "GATEWAY_MASTER_KEY": master_key,
         "GATEWAY_LOG_LEVEL": "INFO",
+        # Many rounds of one person signing in and withdrawing from loopback: the limits
+        # stay on, with room for the run (tests/web/test_limits.py tests them).
+        "GATEWAY_RATE_LIMIT_AUTHORIZE_PER_IP": ROOMY_RATE_LIMIT,
+        "GATEWAY_RATE_LIMIT_ACCOUNT_WRITES_PER_PERSON": ROOMY_RATE_LIMIT,
         **(extra_env or {}),
     })
     log = log_path.open("wb")

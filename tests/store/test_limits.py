@@ -102,3 +102,11 @@ def test_the_request_that_empties_a_bucket_says_for_how_long(store: Store) -> No
     first, second = (store.limits.take([(limit, "a")]) for _ in range(2))
     assert first.retry_after == 0.0 and first.blocked_for(0) == 0.0
     assert second.retry_after == 0.0 and 0.9 <= second.blocked_for(0) <= 1.0
+
+
+def test_peeking_spends_nothing(store: Store) -> None:
+    limit = Limit("t", RateLimit(count=60, per_seconds=60, burst=1))
+    assert store.limits.peek([(limit, "a")]).retry_after == 0.0
+    assert store.limits.peek([(limit, "a")]).retry_after == 0.0
+    store.limits.take([(limit, "a")])
+    assert 0.9 <= store.limits.peek([(limit, "a")]).retry_after <= 1.0

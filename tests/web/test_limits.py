@@ -210,8 +210,8 @@ def test_a_request_limit_is_exact_across_workers(two_workers: list[str], shop: S
 
 def test_failures_past_the_limit_are_bounded_by_what_is_in_flight(two_workers: list[str],
                                                                   shop: ShopHandle) -> None:
-    """Eight concurrent guessers on two workers: at most the burst plus one round of in-flight
-    requests get an answer to their guess; everything after is 429."""
+    """Eight concurrent guessers on two workers: past the burst, only what was in flight when
+    the bucket emptied and one per worker are answered; everything after is 429."""
     def guess(index: int) -> int:
         with httpx.Client(base_url=two_workers[index % 2], timeout=10) as http:
             headers = {**basic(shop.client_id, secrets.token_urlsafe(8)), "X-Forwarded-For": "198.51.100.30"}
@@ -220,7 +220,7 @@ def test_failures_past_the_limit_are_bounded_by_what_is_in_flight(two_workers: l
     with ThreadPoolExecutor(8) as pool:
         statuses = list(pool.map(guess, range(80)))
     assert set(statuses) <= {401, 429}
-    assert 5 <= statuses.count(401) <= 5 + 8
+    assert 5 <= statuses.count(401) <= 5 + 8 + 2
     # and later, sequentially, every worker answers 429 at once
     assert [guess(i) for i in range(4)] == [429] * 4
 
