@@ -100,8 +100,8 @@ def _error(error: OAuth2Error) -> Response:
     description = error.get_error_description()
     if description:
         body["error_description"] = description
-    headers = [*JSON_HEADERS, *[(k, v) for k, v in error.get_headers() if k.lower() != "content-type"
-                                and k.lower() not in ("cache-control", "pragma")]]
+    own = {name.lower() for name, _ in JSON_HEADERS}
+    headers = [*JSON_HEADERS, *[(k, v) for k, v in error.get_headers() if k.lower() not in own]]
     status = error.status_code if error.status_code in (400, 401) else 400
     return status, body, headers
 
