@@ -39,6 +39,7 @@ from gateway.oidc.sessions import LoginSessions, PendingRequests
 from gateway.oidc.tokens import TokenService
 from gateway.policy import load_policies
 from gateway.store import Store, open_store
+from gateway.store.limits import RateLimitedError
 from gateway.telemetry import Metrics, TelemetryMiddleware, hold_secret_logging_libraries
 from gateway.upstream import IdentityService
 from gateway.upstream.logins import UpstreamLogins
@@ -50,7 +51,7 @@ from gateway.web import Renderer, WebContext, build_pages_router
 from gateway.web.account import build_account_router
 from gateway.web.audit_api import StaffAccess, build_audit_api
 from gateway.web.console import build_console
-from gateway.web.limits import RateLimitedError, RequestLimits, retry_after_header
+from gateway.web.limits import RequestLimits, retry_after_header
 from gateway.web.linking import build_linking_router
 from gateway.web.miniprogram import build_miniprogram_router
 from gateway.web.openapi import build_openapi_router

@@ -368,6 +368,9 @@ class Settings(BaseSettings):
     rate_limit_account_writes_per_person: RateLimit = Field(
         default=RateLimit(count=30, per_seconds=60, burst=10),
         description="Consent-centre changes (withdraw, erase, link) by one person.")
+    rate_limit_par_per_shop: RateLimit = Field(
+        default=RateLimit(count=3000, per_seconds=60, burst=600),
+        description="Pushed authorization requests of one authenticated shop (each is kept 60-90 s).")
     rate_limit_miniprogram_per_ip: RateLimit = Field(
         default=RateLimit(count=1200, per_seconds=60, burst=300),
         description="Mini-program logins from one address (a shop's back end).")

@@ -28,6 +28,7 @@ from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
 from gateway.oidc import fapi
 from gateway.oidc.server import JSON_HEADERS, TOKEN_AUTH_METHODS, ProviderRequest, Response
 from gateway.oidc.tokens import digest, new_secret
+from gateway.store.limits import Limit, spend
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -120,6 +121,10 @@ def push_response(flow: AuthorizationFlow, request: ProviderRequest) -> Response
     except OAuth2Error as error:
         log.info("pushed authorization request refused", extra={"error": error.error})
         return _error(error)
+    # Per shop only once it has authenticated: nobody can spend a shop's budget in its name.
+    settings = flow.ctx.settings
+    limit = Limit("par-shop", settings.rate_limit_par_per_shop)
+    spend(settings, flow.ctx.store.limits, limit, shop.client_id)
     pushed = PushedRequests(flow.ctx)
     request_uri = pushed.push(shop.client_id, params)
     return 201, {"request_uri": request_uri, "expires_in": pushed.ttl}, list(JSON_HEADERS)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+from gateway.config import Settings
 from gateway.config.settings import RateLimit
 
 if TYPE_CHECKING:
@@ -120,3 +121,21 @@ class RateLimits:
             script(keys=[self._keys.rate_limit(limit.name, subject_digest(subject))],
                    args=[limit.interval_ms, tolerance], client=pipe)
         return [int(reply) for reply in cast(list[int], pipe.execute())]
+
+
+class RateLimitedError(Exception):
+    """A request over its limit: answered 429 with ``Retry-After`` in the route's format."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__("rate limited")
+        self.retry_after = retry_after
+
+
+def spend(settings: Settings, limits: RateLimits, limit: Limit, subject: str) -> None:
+    """Spend one request of ``subject`` (a person, an authenticated shop) inside a route, or
+    raise :class:`RateLimitedError` (synchronous: in a worker thread)."""
+    if not settings.rate_limits:
+        return
+    wait = limits.take([(limit, subject)]).retry_after
+    if wait > 0:
+        raise RateLimitedError(wait)

@@ -18,7 +18,8 @@ Two kinds, both backed by Redis buckets (:mod:`gateway.store.limits`):
   is deliberately not a bucket: anyone could then lock a shop out by failing in its name.
 
 Consent-centre writes are limited per person inside the account routes (only there is the
-person known), and mini-program logins per shop once it has authenticated: :func:`spend`.
+person known), and mini-program logins and pushed requests per shop once it has
+authenticated: :func:`gateway.store.limits.spend`.
 """
 
 from __future__ import annotations
@@ -44,15 +45,8 @@ from gateway.store.limits import Limit, RateLimits, Spent
 log = logging.getLogger(__name__)
 
 BLOCKLIST_SIZE = 10_000  # remembered blocks per worker; beyond that, Redis decides again
+INVALID_CLIENT = re.compile(rb'\{\s*"error"\s*:\s*"invalid_client"')
 SUSPECT_SECONDS = 600.0  # how long a subject that failed is checked before it is served
-
-
-class RateLimitedError(Exception):
-    """A request over its limit: answered 429 with ``Retry-After`` in the route's format."""
-
-    def __init__(self, retry_after: float) -> None:
-        super().__init__("rate limited")
-        self.retry_after = retry_after
 
 
 def retry_after_header(seconds: float) -> str:
@@ -120,6 +114,12 @@ CLIENT_AUTHENTICATION = Routes(frozenset({"POST"}), frozenset({"/token", "/revok
                                MINI_PROGRAM_LOGINS.pattern)
 STAFF_API = Routes(frozenset({"GET", "POST"}), pattern=re.compile(r"/audit/api/.*"))
 STAFF_SIGN_IN = Routes(frozenset({"POST"}), frozenset({"/audit/login"}))
+
+
+def failed_authentication(status: int, head: bytes) -> bool:
+    """401, or RFC 6749's 400 ``invalid_client`` (a bad client assertion, a form-posted
+    client_id naming another shop): the start of the JSON body says which."""
+    return status == 401 or (status == 400 and INVALID_CLIENT.match(head) is not None)
 
 
 class Deadlines:
@@ -192,16 +192,18 @@ class RequestLimits:
         if wait > 0:
             await self.refuse(Request(scope), wait)(scope, receive, send)
             return
-        status = 0
+        status, head = 0, b""
 
         async def watch(message: Message) -> None:
-            nonlocal status
+            nonlocal status, head
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and status == 400 and len(head) < 64:
+                head += message.get("body", b"")[:64]
             await send(message)
 
         await self.app(scope, receive, watch)
-        if status == 401 and failures is not None:
+        if failures is not None and failed_authentication(status, head):
             self.suspects.block(self._names(failure_hits), SUSPECT_SECONDS)
             await self._charge(failure_hits)
 
@@ -265,16 +267,6 @@ async def _buffered(receive: Receive, limit: int) -> tuple[bytes, Receive]:
         return messages.pop(0) if messages else await receive()
 
     return body, replay
-
-
-def spend(settings: Settings, limits: RateLimits, limit: Limit, subject: str) -> None:
-    """Spend one request of ``subject`` (a person, an authenticated shop) inside a route, or
-    raise :class:`RateLimitedError` (synchronous: in a worker thread)."""
-    if not settings.rate_limits:
-        return
-    wait = limits.take([(limit, subject)]).retry_after
-    if wait > 0:
-        raise RateLimitedError(wait)
 
 
 def account_writes(settings: Settings) -> Limit:

@@ -268,3 +268,16 @@ def test_a_request_uri_that_is_not_the_gateways_is_still_not_supported(
     reply = client.get(f"/authorize?{urlencode(params)}")
     assert reply.status_code == 302
     assert query_of(reply.headers["location"])["error"] == "request_uri_not_supported"
+
+
+def test_pushed_requests_are_limited_per_authenticated_shop(
+        make_client: Callable[..., TestClient], shop: ShopHandle, store: Store) -> None:
+    client = make_client(rate_limit_par_per_shop={"count": 1, "per_seconds": 3600, "burst": 2})
+    statuses = [push(client, shop, authorize_params(shop, pkce_pair()[1])).status_code for _ in range(3)]
+    assert statuses == [201, 201, 429]
+    refused = push(client, shop, authorize_params(shop, pkce_pair()[1]))
+    assert refused.json()["error"] == "temporarily_unavailable" and "retry-after" in refused.headers
+    kept = list(store.redis.scan_iter(match=f"{store.keys.prefix}par:*"))
+    assert len(kept) == 2  # a refused push keeps nothing
+    # Unauthenticated pushes spend nothing of the shop's budget
+    assert push(client, shop, authorize_params(shop, pkce_pair()[1]), auth=None).status_code == 401

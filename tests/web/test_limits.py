@@ -89,6 +89,19 @@ def test_the_form_client_id_names_the_bucket_too(
     assert statuses == [401, 401, 401, 429]
 
 
+def test_a_400_invalid_client_counts_as_a_failure(shop: ShopHandle,
+                                                  make_client: Callable[..., TestClient]) -> None:
+    assert shop.secret
+    client = make_client(rate_limit_client_failures_per_ip=THREE)
+    statuses = []
+    for _ in range(4):  # Basic for shop-a, a body client_id naming another shop
+        reply = client.post("/token", data={"grant_type": "authorization_code", "code": "x",
+                                            "client_id": "shop-b"},
+                            headers=basic(shop.client_id, shop.secret))
+        statuses.append(reply.status_code)
+    assert statuses == [400, 400, 400, 429]
+
+
 def test_good_credentials_never_spend_a_failure_bucket(
         shop: ShopHandle, make_client: Callable[..., TestClient]) -> None:
     assert shop.secret
