@@ -19,6 +19,7 @@ front-channel parameter is ignored (RFC 9101 §6.3, which RFC 9126 §4 builds on
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from authlib.oauth2.rfc6749 import InvalidRequestError, OAuth2Error
 
 from gateway.oidc import fapi
+from gateway.oidc.dpop import DPoPVerifier, proof_headers
 from gateway.oidc.server import JSON_HEADERS, TOKEN_AUTH_METHODS, ProviderRequest, Response
 from gateway.oidc.tokens import digest, new_secret
 from gateway.store.limits import Limit, spend
@@ -107,6 +109,18 @@ def _error(error: OAuth2Error) -> Response:
     return status, body, headers
 
 
+def bind_to_proof_key(flow: AuthorizationFlow, request: ProviderRequest, params: dict[str, str]) -> None:
+    """RFC 9449 §10.1: a DPoP proof sent with the push binds the code to its key, as
+    ``dpop_jkt`` would; a pushed ``dpop_jkt`` must then name that same key."""
+    values = proof_headers(request.headers)
+    if not values:
+        return
+    jkt = DPoPVerifier.for_context(flow.ctx).verify(values, method="POST", url=flow.ctx.endpoint("/par")).jkt
+    if not hmac.compare_digest(params.get("dpop_jkt", jkt), jkt):
+        raise InvalidRequestError("'dpop_jkt' must be the thumbprint of the DPoP proof's key.")
+    params["dpop_jkt"] = jkt
+
+
 def push_response(flow: AuthorizationFlow, request: ProviderRequest) -> Response:
     """``POST /par`` (RFC 9126 §2): 201 with ``request_uri`` and ``expires_in``, or an error."""
     try:
@@ -118,6 +132,7 @@ def push_response(flow: AuthorizationFlow, request: ProviderRequest) -> Response
             raise InvalidRequestError("'request_uri' must not be pushed.")
         fields = [(k, v) for k, v in fields if k != "client_id"] + [("client_id", shop.client_id)]
         params = flow.validate(fields)
+        bind_to_proof_key(flow, request, params)
     except OAuth2Error as error:
         log.info("pushed authorization request refused", extra={"error": error.error})
         return _error(error)

@@ -26,6 +26,7 @@ from tests.conftest import (
     query_of,
 )
 from tests.interop.harness import authorize_in_browser
+from tests.oidc.test_dpop import jkt_of, new_key, proof, redeem
 
 
 def push(client: TestClient, shop: ShopHandle, params: dict[str, str], *,
@@ -281,3 +282,39 @@ def test_pushed_requests_are_limited_per_authenticated_shop(
     assert len(kept) == 2  # a refused push keeps nothing
     # Unauthenticated pushes spend nothing of the shop's budget
     assert push(client, shop, authorize_params(shop, pkce_pair()[1]), auth=None).status_code == 401
+
+
+def test_a_dpop_proof_at_par_binds_the_code_to_its_key(client: TestClient, shop: ShopHandle) -> None:
+    """RFC 9449 §10.1: the proof sent with the push binds the code like dpop_jkt."""
+    key = new_key()
+    verifier, challenge = pkce_pair()
+    params = authorize_params(shop, challenge)
+    reply = client.post("/par", data=params, auth=(shop.client_id, shop.secret),
+                        headers={"DPoP": proof(key, htu=f"{ISSUER}/par")})
+    assert reply.status_code == 201, reply.text
+    callback = authorize_in_browser(Browser(client), front(shop, reply.json()["request_uri"]))
+    code = query_of(callback)["code"]
+    assert redeem(client, shop, code, verifier).status_code == 400  # no proof: the code is bound
+    other = redeem(client, shop, code, verifier, proof(new_key()))
+    assert other.status_code == 400 and other.json()["error"] == "invalid_grant"
+    bound = redeem(client, shop, code, verifier, proof(key))
+    assert bound.status_code == 200, bound.text
+    assert bound.json()["token_type"] == "DPoP"
+
+
+def test_a_dpop_proof_at_par_must_match_a_pushed_dpop_jkt_and_be_fresh(
+        client: TestClient, shop: ShopHandle) -> None:
+    key = new_key()
+    params = authorize_params(shop, pkce_pair()[1], dpop_jkt=jkt_of(new_key()))
+    mismatch = client.post("/par", data=params, auth=(shop.client_id, shop.secret),
+                           headers={"DPoP": proof(key, htu=f"{ISSUER}/par")})
+    assert mismatch.status_code == 400 and mismatch.json()["error"] == "invalid_request"
+    once = proof(key, htu=f"{ISSUER}/par")
+    params = authorize_params(shop, pkce_pair()[1])
+    first = client.post("/par", data=params, auth=(shop.client_id, shop.secret), headers={"DPoP": once})
+    replay = client.post("/par", data=params, auth=(shop.client_id, shop.secret), headers={"DPoP": once})
+    assert first.status_code == 201 and replay.status_code == 400
+    assert replay.json()["error"] == "invalid_dpop_proof"
+    wrong_url = client.post("/par", data=params, auth=(shop.client_id, shop.secret),
+                            headers={"DPoP": proof(key)})  # htu names /token
+    assert wrong_url.json()["error"] == "invalid_dpop_proof"
