@@ -45,6 +45,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import import_key
 from joserfc.jws import JWSRegistry
 
+from gateway.oidc import fapi
 from gateway.oidc.clients import Shop
 
 if TYPE_CHECKING:
@@ -166,10 +167,11 @@ def _no_constants(name: str) -> None:
 
 def required_for(shop: Shop, settings: Settings) -> bool:
     """Whether ``shop`` must send a DPoP proof with every token request: its file says
-    ``dpop_bound_access_tokens: true``, or it is a public client and the gateway requires
-    DPoP of those (``dpop_required_for_public_clients``). FAPI 2.0 mode can ask this."""
-    return bool(shop.config.dpop_bound_access_tokens
-                or (shop.config.is_public and settings.dpop_required_for_public_clients))
+    ``dpop_bound_access_tokens: true`` or it is a FAPI 2.0 shop (:func:`fapi.sender_constrained`),
+    or it is a public client and the gateway requires DPoP of those
+    (``dpop_required_for_public_clients``)."""
+    return (fapi.sender_constrained(shop.config)
+            or (shop.config.is_public and settings.dpop_required_for_public_clients))
 
 
 def proof_headers(headers: Mapping[str, str]) -> list[str]:

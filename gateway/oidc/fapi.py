@@ -16,11 +16,10 @@ adds is decided here:
 - authorization codes live at most 60 seconds (:func:`code_lifetime`);
 - client assertions are signed with PS256, ES256 or EdDSA (:func:`assertion_alg_allowed`).
 
-Sender-constrained access tokens (§5.3.2.1: DPoP or mTLS) come from DPoP, RFC 9449
-(gateway/oidc/dpop.py): a FAPI 2.0 shop that sets ``dpop_bound_access_tokens: true`` gets
-only DPoP-bound tokens; :func:`sender_constrained` is the hook that tells. Without it the
-shop's tokens are bearer tokens held by an authenticated confidential client, a documented
-deviation (docs/conformance.md, "PAR and FAPI 2.0").
+Sender-constrained access tokens (§5.3.2.1: "shall only issue sender-constrained access
+tokens", DPoP or mTLS; the gateway offers DPoP, RFC 9449, gateway/oidc/dpop.py): every
+token request of a FAPI 2.0 shop must carry a DPoP proof, so all its access tokens are
+DPoP-bound, whatever its ``dpop_bound_access_tokens`` says (:func:`sender_constrained`).
 """
 
 from __future__ import annotations
@@ -89,6 +88,6 @@ def assertion_alg_allowed(config: ShopConfig, alg: object) -> bool:
 
 
 def sender_constrained(config: ShopConfig) -> bool:
-    """Hook for DPoP (gateway/oidc/dpop.py): whether every access token of this shop is
-    DPoP-bound (``dpop_bound_access_tokens``), as FAPI 2.0 §5.3.2.1 asks."""
-    return bool(getattr(config, "dpop_bound_access_tokens", False))
+    """Whether every access token of this shop must be DPoP-bound: FAPI 2.0 shops always
+    (§5.3.2.1), others when their file says ``dpop_bound_access_tokens: true``."""
+    return is_fapi(config) or config.dpop_bound_access_tokens

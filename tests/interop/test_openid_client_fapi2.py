@@ -1,7 +1,8 @@
 """A FAPI 2.0 shop (``profile: fapi2``) driven end to end by ``openid-client``: pushed
 authorization request (RFC 9126), ``private_key_jwt`` at /par and /token, PKCE S256, the
-``iss`` authorization response parameter (RFC 9207), code exchange, ID token and userinfo,
-all checked by the library with its defaults."""
+``iss`` authorization response parameter (RFC 9207), DPoP-bound tokens (RFC 9449, its
+proofs at /par, /token and userinfo), code exchange, ID token and userinfo, all checked by
+the library with its defaults."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def test_fapi2_shop_signs_in_with_par_private_key_jwt_pkce_and_iss(
     gateway = live_gateway()
     rp = node_rp()
     metadata = _connect(rp, gateway, shop, "private_key_jwt", private_jwk=key.as_dict(private=True),
-                        assertion_alg=alg)
+                        assertion_alg=alg, dpop_alg="ES256")  # FAPI 2.0: sender-constrained tokens
     assert metadata["pushed_authorization_request_endpoint"] == f"{gateway.issuer}/par"
 
     request = rp.call("authorization_url", redirect_uri=shop.redirect_uri, scope=SCOPE, par=True)
@@ -34,6 +35,7 @@ def test_fapi2_shop_signs_in_with_par_private_key_jwt_pkce_and_iss(
     assert _query(callback)["iss"] == gateway.issuer
     # openid-client checks iss, state, the PKCE verifier, the ID token and its nonce.
     tokens = rp.call("code_grant", callback_url=callback)
+    assert tokens["token_type"].lower() == "dpop"
     assert tokens["claims"]["aud"] == shop.client_id
     assert tokens["claims"]["nonce"] == request["nonce"]
     userinfo = rp.call("userinfo")  # and that its sub is the ID token's

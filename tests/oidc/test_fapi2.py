@@ -24,7 +24,7 @@ from gateway.oidc.tokens import digest
 from gateway.store import Store
 from tests.conftest import ISSUER, Browser, ShopHandle, authorize_params, pkce_pair, query_of
 from tests.interop.harness import authorize_in_browser
-from tests.oidc.test_dpop import new_key, proof
+from tests.oidc.test_dpop import USERINFO_URL, ath, new_key, proof
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 Key = ECKey | RSAKey
@@ -70,13 +70,18 @@ def test_fapi_shop_signs_in_with_par_private_key_jwt_pkce_and_short_codes(
     assert answer["iss"] == ISSUER and answer["state"] == params["state"]  # RFC 9207
     code_ttl = store.redis.ttl(store.keys.auth_code(digest(answer["code"])))
     assert 0 < code_ttl <= 60
+    holder = new_key()
     tokens = client.post("/token", data={
         "grant_type": "authorization_code", "code": answer["code"], "redirect_uri": shop.redirect_uri,
-        "code_verifier": verifier, **client_auth(key, shop)})
+        "code_verifier": verifier, **client_auth(key, shop)}, headers={"DPoP": proof(holder)})
     assert tokens.status_code == 200, tokens.text
+    assert tokens.json()["token_type"] == "DPoP"  # FAPI 2.0 §5.3.2.1: sender-constrained
     header = json.loads(base64.urlsafe_b64decode(tokens.json()["id_token"].split(".")[0] + "=="))
     assert header["alg"] == "ES256"
-    userinfo = client.get("/userinfo", headers={"authorization": f"Bearer {tokens.json()['access_token']}"})
+    access_token = tokens.json()["access_token"]
+    userinfo = client.get("/userinfo", headers={
+        "authorization": f"DPoP {access_token}",
+        "DPoP": proof(holder, "GET", USERINFO_URL, ath=ath(access_token))})
     assert userinfo.status_code == 200, userinfo.text
 
 
@@ -146,7 +151,7 @@ def test_fapi_shop_id_tokens_avoid_rs256_even_when_it_is_the_default(
     code = query_of(authorize_in_browser(Browser(client), url))["code"]
     tokens = client.post("/token", data={
         "grant_type": "authorization_code", "code": code, "redirect_uri": shop.redirect_uri,
-        "code_verifier": verifier, **client_auth(key, shop)})
+        "code_verifier": verifier, **client_auth(key, shop)}, headers={"DPoP": proof(new_key())})
     header = json.loads(base64.urlsafe_b64decode(tokens.json()["id_token"].split(".")[0] + "=="))
     assert header["alg"] == "ES256"
 
@@ -184,10 +189,10 @@ def test_a_fapi_shop_file_that_meets_the_profile_loads(
     assert config.profile == "fapi2"
 
 
-def test_fapi_shop_with_dpop_bound_tokens_is_sender_constrained(
+def test_fapi_shop_tokens_are_always_sender_constrained(
         make_shop: Callable[..., ShopHandle], make_client: Callable[..., TestClient],
         policies_dir: Path) -> None:
-    shop, key = fapi_shop(make_shop, dpop_bound_access_tokens=True)
+    shop, key = fapi_shop(make_shop)  # no dpop_bound_access_tokens in its file
     assert fapi.sender_constrained(load_shop_file(policies_dir / "shops" / "shop-fapi.yaml"))
     client = make_client()
     verifier, challenge = pkce_pair()

@@ -113,9 +113,9 @@ const operations = {
       ...(args.params ?? {}),
     }
     // "par": true pushes the parameters first (RFC 9126); the URL then carries only
-    // client_id and request_uri.
+    // client_id and request_uri. With DPoP the push carries a proof (RFC 9449 §10.1).
     const url = args.par
-      ? await client.buildAuthorizationUrlWithPAR(state.config, parameters)
+      ? await client.buildAuthorizationUrlWithPAR(state.config, parameters, dpopOptions())
       : client.buildAuthorizationUrl(state.config, parameters)
     state.pending = pending
     return { url: url.href, state: pending.state, nonce: pending.nonce }
