@@ -718,7 +718,9 @@ def openapi_document(issuer: str, served: set[tuple[str, str]] | None = None) ->
         if served is not None and (operation.method, operation.path) not in served:
             continue
         paths.setdefault(operation.path, {})[operation.method.lower()] = operation.to_openapi()
-    return {
+    # A fresh copy every time: the pieces are module constants, shared by every operation,
+    # and a caller that edits its document (the tests, schemathesis) must not change them.
+    return copy.deepcopy({
         "openapi": "3.1.0",
         "info": {"title": "Consent Gateway", "version": "1",
                  "description": "An OpenID Connect provider that releases only consented, minimised "
@@ -726,7 +728,7 @@ def openapi_document(issuer: str, served: set[tuple[str, str]] | None = None) ->
         "servers": [{"url": issuer}],
         "paths": paths,
         "components": {"schemas": _schemas(), "securitySchemes": SECURITY_SCHEMES},
-    }
+    })
 
 
 def build_openapi_router(issuer: str) -> APIRouter:

@@ -115,3 +115,4 @@ def test_the_validator_notices_an_invalid_description() -> None:
     document["components"]["schemas"]["OAuthError"]["type"] = "strin"
 
     assert len(list(OpenAPIV31SpecValidator(document).iter_errors())) >= 2
+    assert openapi_document(ISSUER)["components"]["schemas"]["OAuthError"]["type"] == "object"  # untouched
