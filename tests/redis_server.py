@@ -11,6 +11,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,7 @@ class RedisServer:
     persistent: bool = True
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    extra_args: list[str] = field(default_factory=list)  # e.g. --replicaof
 
     @property
     def url(self) -> str:
@@ -38,7 +40,8 @@ class RedisServer:
             "--appendonly", "no"]
         self.process = subprocess.Popen(
             [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--save", "", *persistence, "--daemonize", "no", "--logfile", str(self.directory / "log")],
+             "--save", "", *persistence, "--daemonize", "no", "--logfile", str(self.directory / "log"),
+             *self.extra_args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
@@ -76,3 +79,80 @@ class RedisServer:
     def restart(self) -> RedisServer:
         self.kill()
         return self.start()
+
+
+@dataclass
+class SentinelGroup:
+    """One primary, one replica and three Sentinels on loopback (../shared/testing-faults.md)."""
+
+    directory: Path
+    master_name: str = "cgmaster"
+    primary: RedisServer | None = None
+    replica: RedisServer | None = None
+    sentinel_ports: list[int] = field(default_factory=list)
+    sentinels: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{port}" for port in self.sentinel_ports]
+
+    def start(self, timeout: float = 30.0) -> SentinelGroup:
+        self.primary = RedisServer(self.directory / "primary").start()
+        self.replica = RedisServer(self.directory / "replica", extra_args=[
+            "--replicaof", "127.0.0.1", str(self.primary.port)]).start()
+        deadline = time.monotonic() + timeout
+        _wait(lambda: _info(self.replica, "replication").get("master_link_status") == "up", deadline)
+        for index in range(3):
+            port = free_port()
+            conf = self.directory / f"sentinel-{index}.conf"  # a sentinel rewrites its own file
+            conf.write_text(f"port {port}\nbind 127.0.0.1\n"
+                            f"sentinel monitor {self.master_name} 127.0.0.1 {self.primary.port} 2\n"
+                            f"sentinel down-after-milliseconds {self.master_name} 1000\n"
+                            f"sentinel failover-timeout {self.master_name} 3000\n")
+            self.sentinels.append(subprocess.Popen(
+                [REDIS_SERVER, str(conf), "--sentinel",
+                 "--logfile", str(self.directory / f"sentinel-{index}.log")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.sentinel_ports.append(port)
+        # Sentinels find each other through the primary: wait until each knows the other two.
+        _wait(lambda: all(len(_sentinel(port).sentinel_sentinels(self.master_name)) == 2
+                          for port in self.sentinel_ports), deadline)
+        return self
+
+    def current_primary_port(self) -> int:
+        _, port = _sentinel(self.sentinel_ports[0]).sentinel_get_master_addr_by_name(self.master_name)
+        return int(port)
+
+    def stop(self) -> None:
+        for process in self.sentinels:
+            process.kill()
+            process.wait(timeout=10)
+        for server in (self.primary, self.replica):
+            if server is not None:
+                server.kill()
+
+
+def _info(server: RedisServer, section: str) -> dict[str, object]:
+    client = redis.Redis(port=server.port, socket_timeout=1)
+    try:
+        return dict(client.info(section))
+    except redis.RedisError:
+        return {}
+    finally:
+        client.close()
+
+
+def _sentinel(port: int) -> redis.Redis:
+    return redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1, decode_responses=True)
+
+
+def _wait(condition: Callable[[], bool], deadline: float) -> None:
+    while True:
+        try:
+            if condition():
+                return
+        except (redis.RedisError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the Redis set-up did not come up in time")
+        time.sleep(0.1)

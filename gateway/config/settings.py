@@ -255,6 +255,14 @@ class Settings(BaseSettings):
         default="",
         description="redis:// or rediss:// URL; empty starts an embedded Redis in data_dir.",
     )
+    # Sentinel mode (docs/operations.md, "Redis Sentinel"): the Sentinels name the primary,
+    # and after a failover the gateway finds the new one without a restart.
+    redis_sentinels: list[str] = Field(
+        default_factory=list,
+        description="host:port of each Sentinel; when set, redis_url is not used.")
+    redis_sentinel_master: str = Field(default="mymaster", pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                                       description="The name the Sentinels monitor the primary under.")
+    redis_sentinel_db: int = Field(default=0, ge=0, le=15)
     redis_key_prefix: str = Field(default="cg:", min_length=1, max_length=64)
     redis_assume_persistent: bool = Field(
         default=False,
@@ -414,6 +422,15 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis://, rediss:// or unix:// URL, or empty")
         return value
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels_are_host_port(cls, sentinels: list[str]) -> list[str]:
+        for sentinel in sentinels:
+            host, _, port = sentinel.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{sentinel!r} is not host:port")
+        return sentinels
+
     @field_validator("providers")
     @classmethod
     def _provider_ids_unique(cls, providers: list[ProviderSettings]) -> list[ProviderSettings]:
@@ -436,7 +453,7 @@ class Settings(BaseSettings):
 
     @property
     def uses_embedded_redis(self) -> bool:
-        return not self.redis_url
+        return not self.redis_url and not self.redis_sentinels
 
     @property
     def allowed_http_issuer(self) -> bool:

@@ -26,6 +26,7 @@ from typing import Any, cast
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 from gateway.config import Settings
 from gateway.errors import ConfigError
@@ -59,7 +60,11 @@ class Store:
         """A URL another process can use to reach the same server."""
         if self._embedded is not None:
             return f"unix://{self._embedded.socket_file}"
-        kwargs = self.redis.connection_pool.connection_kwargs
+        pool = self.redis.connection_pool
+        kwargs = pool.connection_kwargs
+        if isinstance(pool, SentinelConnectionPool):  # the primary now; a failover moves it
+            host, port = pool.get_master_address()  # type: ignore[no-untyped-call]
+            return f"redis://{host}:{port}/{kwargs.get('db', 0)}"
         if "path" in kwargs:
             return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
         return f"redis://{kwargs.get('host')}:{kwargs.get('port')}/{kwargs.get('db', 0)}"
@@ -103,6 +108,20 @@ def redis_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
                                 socket_connect_timeout=CONNECT_TIMEOUT,
                                 retry=Retry(NoBackoff(), 0))
+
+
+def sentinel_client(sentinels: list[str], master: str, db: int) -> redis.Redis:
+    """A client for the primary the Sentinels name (redis-py's ``Sentinel.master_for``): every
+    new connection asks them where the primary is, and a connection to a demoted one is
+    dropped, so after a failover the next request reaches the new primary (the failing one
+    gets 503, like any outage). Same timeouts and no automatic re-execution as
+    :func:`redis_client`."""
+    addresses = [(host, int(port)) for host, _, port in (s.rpartition(":") for s in sentinels)]
+    sentinel = Sentinel(addresses, sentinel_kwargs={  # type: ignore[no-untyped-call]
+        "socket_timeout": CONNECT_TIMEOUT, "socket_connect_timeout": CONNECT_TIMEOUT})
+    client = sentinel.master_for(master, db=db, socket_timeout=SOCKET_TIMEOUT,  # type: ignore[no-untyped-call]
+                                 socket_connect_timeout=CONNECT_TIMEOUT, retry=Retry(NoBackoff(), 0))
+    return cast(redis.Redis, client)
 
 
 @contextmanager
@@ -195,12 +214,16 @@ def open_store(settings: Settings, *, serving: bool = False) -> Store:
             else:
                 log.info("embedded redis joined", extra={"data_dir": str(settings.data_dir)})
         client = redis_client(f"unix://{socket_file}")
+    elif settings.redis_sentinels:
+        client = sentinel_client(settings.redis_sentinels, settings.redis_sentinel_master,
+                                 settings.redis_sentinel_db)
     else:
         client = redis_client(settings.redis_url)
+    setting = "GATEWAY_REDIS_SENTINELS" if settings.redis_sentinels else "GATEWAY_REDIS_URL"
     try:
         client.ping()
     except redis.RedisError as error:
-        raise ConfigError(f"invalid setting GATEWAY_REDIS_URL: Redis does not answer ({error})") from None
+        raise ConfigError(f"invalid setting {setting}: Redis does not answer ({error})") from None
     if serving and not settings.demo:
         check_persistence(client, settings.redis_assume_persistent)
     return Store(client, settings.redis_key_prefix, embedded)
