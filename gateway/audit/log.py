@@ -120,13 +120,16 @@ class AuditLog:
         k = self.store.keys
         index_keys = [k.audit_index(dim, value) for dim, value in index_dimensions(event)]
         try:
-            index = self._append(
-                keys=[k.audit_size(), k.audit_head(), k.audit_entries(), k.audit_hours(),
-                      k.audit_event_ids(event.time[0:4] + event.time[5:7] + event.time[8:10]),
-                      *index_keys],
-                args=[digest, new_tail(self.keys.mac_key, data), hour_bucket(event.time),
-                      event_id or "", EVENT_ID_DAYS * 86400],
-            )
+            keys = [k.audit_size(), k.audit_head(), k.audit_entries(), k.audit_hours(),
+                    k.audit_event_ids(event.time[0:4] + event.time[5:7] + event.time[8:10]), *index_keys]
+            args: list[str | bytes | int] = [digest, new_tail(self.keys.mac_key, data),
+                                             hour_bucket(event.time), event_id or "", EVENT_ID_DAYS * 86400]
+            if self.store.replicas_to_wait:  # with WAIT on the same connection
+                pipe = self.store.redis.pipeline(transaction=False)
+                self._append(keys=keys, args=args, client=pipe)
+                index = self.store.run_durably(pipe)[0]
+            else:  # one round trip (redis-py adds SCRIPT EXISTS to pipelines with scripts)
+                index = self._append(keys=keys, args=args)
         except redis.ResponseError as error:
             if _HEAD_MISSING in str(error):
                 raise AuditIntegrityError(None, "the log's head is missing; refusing to append") from None

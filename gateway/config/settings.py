@@ -263,6 +263,12 @@ class Settings(BaseSettings):
     redis_sentinel_master: str = Field(default="mymaster", pattern=r"^[A-Za-z0-9._-]{1,64}$",
                                        description="The name the Sentinels monitor the primary under.")
     redis_sentinel_db: int = Field(default=0, ge=0, le=15)
+    redis_wait_replicas: int = Field(
+        default=0, ge=0, le=5,
+        description="Replicas a consent change or audit append must reach (WAIT) before it is "
+                    "acknowledged; 0: do not wait.")
+    redis_wait_timeout_ms: int = Field(default=1000, ge=10, le=10000,
+                                       description="How long such a write waits for its replicas.")
     redis_key_prefix: str = Field(default="cg:", min_length=1, max_length=64)
     redis_assume_persistent: bool = Field(
         default=False,

@@ -103,7 +103,7 @@ class Commits:
         pipe.sadd(keys.outbox_pending(), person_id)
         self._commit(keys=[record_key, grant_key, keys.person_outbox(person_id), family_index],
                      args=args, client=pipe)
-        return Commit(int(cast(int, pipe.execute()[1])))
+        return Commit(int(cast(int, self._store.run_durably(pipe)[1])))
 
     def erase_person(self, person_id: str, deleted: Sequence[str], events: Sequence[Staged]) -> None:
         """Mark the person erased, delete ``deleted`` and stage ``events``; one round trip."""
@@ -115,7 +115,7 @@ class Commits:
         pipe.sadd(keys.outbox_pending(), person_id)
         self._erase(keys=[keys.person_erased(person_id), keys.person_outbox(person_id), *deleted],
                     args=args, client=pipe)
-        pipe.execute()
+        self._store.run_durably(pipe)
 
     def staged(self, person_id: str) -> list[Staged]:
         raw = cast(dict[bytes, bytes], self._store.redis.hgetall(self._store.keys.person_outbox(person_id)))

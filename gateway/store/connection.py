@@ -43,11 +43,21 @@ log = logging.getLogger(__name__)
 EMBEDDED_SERVER_CONFIG = {"appendonly": "yes", "appendfsync": "everysec"}
 
 
+class NotReplicatedError(redis.RedisError):
+    """A durable write reached the primary but not the replicas it must (``WAIT``): the
+    request fails (503) instead of acknowledging what a failover could lose."""
+
+
 class Store:
     """A Redis client plus the key space and atomic scripts every service uses."""
 
-    def __init__(self, client: redis.Redis, prefix: str, embedded: Any = None) -> None:
+    def __init__(self, client: redis.Redis, prefix: str, embedded: Any = None, *,
+                 replicas_to_wait: int = 0, replica_wait_ms: int = 1000) -> None:
         self.redis = client
+        # Consent changes and audit appends wait for this many replicas before they are
+        # acknowledged (Sentinel: a failover then loses none of them). 0: no waiting.
+        self.replicas_to_wait = replicas_to_wait
+        self.replica_wait_ms = replica_wait_ms
         self.keys = KeySpace(prefix)
         self._scripts = AtomicScripts(client)
         self.grants = GrantScripts(client)
@@ -80,6 +90,19 @@ class Store:
 
     def consume_once(self, key: str, tombstone_ttl: int) -> ConsumeResult:
         return self._scripts.consume_once(key, tombstone_ttl)
+
+    def run_durably(self, pipe: redis.client.Pipeline) -> list[Any]:
+        """Execute ``pipe`` (its scripts and writes), and with ``replicas_to_wait`` a ``WAIT``
+        on the same connection in the same round trip; raises :class:`NotReplicatedError`
+        when fewer replicas confirmed in time."""
+        if self.replicas_to_wait:
+            pipe.execute_command("WAIT", self.replicas_to_wait, self.replica_wait_ms)  # type: ignore[no-untyped-call]
+        replies: list[Any] = pipe.execute()
+        if self.replicas_to_wait:
+            confirmed = int(replies.pop())
+            if confirmed < self.replicas_to_wait:
+                raise NotReplicatedError(f"{confirmed} of {self.replicas_to_wait} replicas confirmed")
+        return replies
 
     def ping(self) -> bool:
         try:
@@ -226,4 +249,5 @@ def open_store(settings: Settings, *, serving: bool = False) -> Store:
         raise ConfigError(f"invalid setting {setting}: Redis does not answer ({error})") from None
     if serving and not settings.demo:
         check_persistence(client, settings.redis_assume_persistent)
-    return Store(client, settings.redis_key_prefix, embedded)
+    return Store(client, settings.redis_key_prefix, embedded, replicas_to_wait=settings.redis_wait_replicas,
+                 replica_wait_ms=settings.redis_wait_timeout_ms)

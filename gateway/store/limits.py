@@ -7,7 +7,8 @@ A request is allowed while that time is less than ``burst`` intervals ahead of n
 allowed request moves it one interval on. One key and one number per subject, expiring when
 the bucket is full again: an idle subject costs nothing.
 
-Several limits for one request (per IP and per shop, say) are one pipeline: one round trip.
+Several limits for one request (per IP and per client, say) are one pipeline (redis-py adds a
+``SCRIPT EXISTS`` round trip to a pipeline that carries scripts; one limit is one call).
 Each bucket is its own script call, never one script over several keys, so on Redis Cluster
 the keys may live in different slots. The price: a request refused by one bucket has still
 spent a token from the others, which errs on the strict side.
@@ -115,6 +116,10 @@ class RateLimits:
     def _run(self, script: Script, hits: Sequence[tuple[Limit, str]]) -> list[int]:
         if not hits:
             return []
+        if len(hits) == 1:  # one round trip (a pipeline with a script costs a SCRIPT EXISTS more)
+            limit, subject = hits[0]
+            return [int(cast(int, script(keys=[self._keys.rate_limit(limit.name, subject_digest(subject))],
+                                         args=[limit.interval_ms, limit.interval_ms * limit.rate.burst])))]
         pipe = self._client.pipeline(transaction=False)
         for limit, subject in hits:
             tolerance = limit.interval_ms * limit.rate.burst

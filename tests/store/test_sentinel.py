@@ -4,9 +4,11 @@ Sentinels from Debian's redis-server on loopback ports (tests/redis_server.py)."
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 import redis
@@ -85,6 +87,68 @@ def test_the_gateway_follows_a_sentinel_failover_without_restart(
         final, _, verifier = sign_in(Browser(client), shop, person="han-meimei")
         again = exchange_code(client, shop, query_of(final.headers["location"])["code"], verifier)
         assert again.status_code == 200, again.text
+        assert not server_errors(client)
+    finally:
+        client.close()
+        app.state.gateway.store.close()
+
+
+def withdraw_everything(browser: Browser, shop: ShopHandle) -> int:
+    page = browser.follow("/account?lang=en")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert csrf
+    return browser.request("POST", "/account/withdraw", content=urlencode(
+        {"csrf": csrf.group(1), "shop": shop.client_id, "confirm": "yes"}),
+        headers={"content-type": "application/x-www-form-urlencoded"}).status_code
+
+
+def wait_until_ready(client: TestClient, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while client.get("/healthz/ready").status_code != 200:
+        assert time.monotonic() < deadline, "no primary in time"
+        time.sleep(0.2)
+
+
+def test_an_acknowledged_withdrawal_survives_a_failover_right_after_it(
+        sentinels: SentinelGroup, make_settings: Callable[..., Settings], shop: ShopHandle) -> None:
+    """With redis_wait_replicas=1 a consent change is acknowledged only once a replica has it,
+    so killing the primary the moment the person sees "done" loses nothing."""
+    assert sentinels.primary and sentinels.replica
+    app = create_app(make_settings(redis_sentinels=sentinels.addresses, redis_wait_replicas=1,
+                                   redis_sentinel_master=sentinels.master_name))
+    client = TestClient(app, base_url=ISSUER, follow_redirects=False, raise_server_exceptions=False)
+    try:
+        browser = Browser(client)
+        final, _, verifier = sign_in(browser, shop)
+        tokens = exchange_code(client, shop, query_of(final.headers["location"])["code"], verifier).json()
+        assert withdraw_everything(browser, shop) == 303
+        sentinels.primary.kill()  # no WAIT from the test: the gateway's own is all there is
+        wait_until_ready(client)
+        assert sentinels.current_primary_port() == sentinels.replica.port
+        refreshed = client.post("/token", data={"grant_type": "refresh_token",
+                                                "refresh_token": tokens["refresh_token"]},
+                                auth=(shop.client_id, shop.secret))
+        assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
+        assert not server_errors(client)
+    finally:
+        client.close()
+        app.state.gateway.store.close()
+
+
+def test_a_consent_change_no_replica_confirms_is_not_acknowledged(
+        sentinels: SentinelGroup, make_settings: Callable[..., Settings], shop: ShopHandle) -> None:
+    assert sentinels.replica
+    app = create_app(make_settings(redis_sentinels=sentinels.addresses, redis_wait_replicas=1,
+                                   redis_wait_timeout_ms=300, redis_sentinel_master=sentinels.master_name))
+    client = TestClient(app, base_url=ISSUER, follow_redirects=False, raise_server_exceptions=False)
+    try:
+        browser = Browser(client)
+        sign_in(browser, shop)
+        sentinels.replica.pause()
+        try:
+            assert withdraw_everything(browser, shop) == 503  # never "done" without its replica
+        finally:
+            sentinels.replica.resume()
         assert not server_errors(client)
     finally:
         client.close()
