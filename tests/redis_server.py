@@ -97,6 +97,13 @@ class SentinelGroup:
         return [f"127.0.0.1:{port}" for port in self.sentinel_ports]
 
     def start(self, timeout: float = 30.0) -> SentinelGroup:
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()  # nothing left running when the set-up fails half-way
+            raise
+
+    def _start(self, timeout: float) -> SentinelGroup:
         self.primary = RedisServer(self.directory / "primary").start()
         self.replica = RedisServer(self.directory / "replica", extra_args=[
             "--replicaof", "127.0.0.1", str(self.primary.port)]).start()
