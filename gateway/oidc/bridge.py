@@ -74,17 +74,25 @@ def query_fields(request: Request) -> list[tuple[str, str]]:
     return parse_fields(text, "query string")
 
 
-def check_basic_credentials(authorization: str | None) -> None:
-    """RFC 7617: Basic credentials are base64 of UTF-8 ``id:secret``. authlib decodes them
-    without catching a malformed value (a 500); refuse it here as the client error it is."""
+def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
+    """RFC 7617: Basic credentials are base64 of UTF-8 ``id:secret`` (each form-encoded, RFC
+    6749 §2.3.1, which the caller undoes); None without Basic credentials. authlib decodes
+    them without catching a malformed value (a 500): raises InvalidClientError instead."""
     if not authorization or not authorization[:6].lower() == "basic ":
-        return
+        return None
     try:
         decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         raise InvalidClientError(description="Malformed HTTP Basic credentials.") from None
-    if ":" not in decoded:
+    client_id, colon, secret = decoded.partition(":")
+    if not colon:
         raise InvalidClientError(description="Malformed HTTP Basic credentials.")
+    return client_id, secret
+
+
+def check_basic_credentials(authorization: str | None) -> None:
+    """Refuse malformed Basic credentials as the client error they are (before authlib)."""
+    basic_credentials(authorization)
 
 
 async def provider_request(request: Request, endpoint_url: str, max_bytes: int) -> ProviderRequest:

@@ -30,7 +30,7 @@ from gateway.oidc import fapi
 from gateway.oidc.dpop import DPoPVerifier, proof_headers
 from gateway.oidc.server import JSON_HEADERS, TOKEN_AUTH_METHODS, ProviderRequest, Response
 from gateway.oidc.tokens import digest, new_secret
-from gateway.store.limits import Limit, spend
+from gateway.store.limits import pushed_requests, spend
 
 if TYPE_CHECKING:
     from gateway.config import Settings
@@ -137,9 +137,7 @@ def push_response(flow: AuthorizationFlow, request: ProviderRequest) -> Response
         log.info("pushed authorization request refused", extra={"error": error.error})
         return _error(error)
     # Per shop only once it has authenticated: nobody can spend a shop's budget in its name.
-    settings = flow.ctx.settings
-    limit = Limit("par-shop", settings.rate_limit_par_per_shop)
-    spend(settings, flow.ctx.store.limits, limit, shop.client_id)
+    spend(flow.ctx.settings, flow.ctx.store.limits, pushed_requests(flow.ctx.settings), shop.client_id)
     pushed = PushedRequests(flow.ctx)
     request_uri = pushed.push(shop.client_id, params)
     return 201, {"request_uri": request_uri, "expires_in": pushed.ttl}, list(JSON_HEADERS)

@@ -114,18 +114,15 @@ class RateLimits:
         return Spent(tuple(r / 1000.0 for r in replies), tuple(0.0 for _ in replies))
 
     def _run(self, script: Script, hits: Sequence[tuple[Limit, str]]) -> list[int]:
-        if not hits:
-            return []
-        if len(hits) == 1:  # one round trip (a pipeline with a script costs a SCRIPT EXISTS more)
-            limit, subject = hits[0]
-            return [int(cast(int, script(keys=[self._keys.rate_limit(limit.name, subject_digest(subject))],
-                                         args=[limit.interval_ms, limit.interval_ms * limit.rate.burst])))]
+        calls = [([self._keys.rate_limit(limit.name, subject_digest(subject))],
+                  [limit.interval_ms, limit.interval_ms * limit.rate.burst]) for limit, subject in hits]
+        if len(calls) == 1:  # one round trip (a pipeline with a script costs a SCRIPT EXISTS more)
+            keys, args = calls[0]
+            return [int(cast(int, script(keys=keys, args=args)))]
         pipe = self._client.pipeline(transaction=False)
-        for limit, subject in hits:
-            tolerance = limit.interval_ms * limit.rate.burst
-            script(keys=[self._keys.rate_limit(limit.name, subject_digest(subject))],
-                   args=[limit.interval_ms, tolerance], client=pipe)
-        return [int(reply) for reply in cast(list[int], pipe.execute())]
+        for keys, args in calls:
+            script(keys=keys, args=args, client=pipe)
+        return [int(reply) for reply in cast(list[int], pipe.execute())]  # none queued: no round trip
 
 
 class RateLimitedError(Exception):
@@ -144,3 +141,16 @@ def spend(settings: Settings, limits: RateLimits, limit: Limit, subject: str) ->
     wait = limits.take([(limit, subject)]).retry_after
     if wait > 0:
         raise RateLimitedError(wait)
+
+
+# The buckets the routes spend themselves (the edge's are in gateway/web/limits.py).
+def account_writes(settings: Settings) -> Limit:
+    return Limit("account-person", settings.rate_limit_account_writes_per_person)
+
+
+def mini_program_shop(settings: Settings) -> Limit:
+    return Limit("miniprogram-shop", settings.rate_limit_miniprogram_per_shop)
+
+
+def pushed_requests(settings: Settings) -> Limit:
+    return Limit("par-shop", settings.rate_limit_par_per_shop)

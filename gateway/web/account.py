@@ -22,12 +22,11 @@ from gateway.oidc.account import AccountService, ShopConsent
 from gateway.oidc.endpoints import COOKIE_OPTIONS, browser_id, outcome_response
 from gateway.oidc.sessions import BROWSER_COOKIE, SESSION_COOKIE, Person
 from gateway.policy import describe
-from gateway.store.limits import spend
+from gateway.store.limits import account_writes, spend
 from gateway.web.csrf import csrf_token
 from gateway.web.forms import posted_form
 from gateway.web.history import history_lines
 from gateway.web.i18n import translator
-from gateway.web.limits import account_writes
 from gateway.web.pages import WebContext
 
 HISTORY_LENGTH = 50

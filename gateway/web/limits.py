@@ -24,22 +24,23 @@ authenticated: :func:`gateway.store.limits.spend`.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 import redis
+from authlib.oauth2.rfc6749 import OAuth2Error
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.config import Settings
+from gateway.oidc import bridge
 from gateway.store.limits import Limit, RateLimits, Spent
 
 log = logging.getLogger(__name__)
@@ -77,20 +78,14 @@ def _header(scope: Scope, name: bytes) -> str:
 def presented_client_id(scope: Scope, body: bytes) -> str | None:
     """The client_id a shop claimed: HTTP Basic (RFC 6749 §2.3.1, form-encoded) or the form.
     Only used to name a bucket, so anything unreadable is simply no client_id."""
-    scheme, _, credentials = _header(scope, b"authorization").partition(" ")
-    if scheme.lower() == "basic":
-        try:
-            decoded = base64.b64decode(credentials.strip(), validate=True).decode()
-        except (ValueError, UnicodeDecodeError):
-            return None
-        client_id = unquote(decoded.partition(":")[0])
-        return client_id[:200] or None
     try:
-        form = parse_qs(body.decode(), max_num_fields=100)
-    except (ValueError, UnicodeDecodeError):
+        basic = bridge.basic_credentials(_header(scope, b"authorization"))
+        if basic is not None:
+            return unquote(basic[0])[:200] or None
+        fields = bridge.parse_fields(body.decode("utf-8"), "form")
+    except (OAuth2Error, UnicodeDecodeError):
         return None
-    values = form.get("client_id") or []
-    return values[0][:200] if values else None
+    return next((value[:200] for name, value in fields if name == "client_id"), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,11 +262,3 @@ async def _buffered(receive: Receive, limit: int) -> tuple[bytes, Receive]:
         return messages.pop(0) if messages else await receive()
 
     return body, replay
-
-
-def account_writes(settings: Settings) -> Limit:
-    return Limit("account-person", settings.rate_limit_account_writes_per_person)
-
-
-def mini_program_shop(settings: Settings) -> Limit:
-    return Limit("miniprogram-shop", settings.rate_limit_miniprogram_per_shop)

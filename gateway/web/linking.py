@@ -21,11 +21,10 @@ from gateway.oidc import bridge
 from gateway.oidc.endpoints import COOKIE_OPTIONS, browser_id, outcome_response
 from gateway.oidc.flow import AuthorizationFlow
 from gateway.oidc.sessions import BROWSER_COOKIE, SESSION_COOKIE, Person
-from gateway.store.limits import spend
+from gateway.store.limits import account_writes, spend
 from gateway.upstream import UpstreamError
 from gateway.web.csrf import csrf_token
 from gateway.web.forms import posted_form
-from gateway.web.limits import account_writes
 from gateway.web.pages import WebContext, provider_choices
 
 LINK_MAX_AGE = 600

@@ -55,10 +55,9 @@ from gateway.oidc.server import JSON_HEADERS, ProviderRequest, ProviderServer
 from gateway.oidc.server import Response as ProviderResponse
 from gateway.oidc.tokens import AuthorizationCode, StaleGrantError, new_family, new_secret
 from gateway.policy import requested_fields
-from gateway.store.limits import spend
+from gateway.store.limits import mini_program_shop, spend
 from gateway.upstream import UpstreamError, UpstreamIdentity
 from gateway.upstream.wechat import WeChatMiniProgram
-from gateway.web.limits import mini_program_shop
 
 log = logging.getLogger(__name__)
 
