@@ -418,23 +418,33 @@ async def person_memory(side: Side, workspace: Workspace, direct: redis.Redis) -
     }
 
 
+def _credential_key(direct: redis.Redis, prefix: str, kind: str, value: str) -> str:
+    pattern = f"{prefix}*{kind}:{_digest(value)}".replace("[", "\\[")
+    for name in direct.scan_iter(match=pattern, count=1000):
+        return name.decode() if isinstance(name, bytes) else str(name)
+    raise FlowError(f"gateway: no {kind} key in Redis")
+
+
 def _gateway_person_keys(direct: redis.Redis, prefix: str, client_id: str, tokens: Tokens,
                          session: str) -> dict[str, list[str]]:
     from gateway.store import KeySpace
 
     keys = KeySpace(prefix)
-    raw = direct.get(keys.access_token(_digest(tokens.access)))
+    # A token's key is tagged with its person's slot, which only the gateway can read from the
+    # token (gateway/store/slots.py): find it by its digest; the record names its family set.
+    access_key = _credential_key(direct, prefix, "at", tokens.access)
+    raw = direct.get(access_key)
     if not isinstance(raw, bytes):
         raise FlowError("gateway: access token not found in Redis")
     record = json.loads(raw)
-    person, family = record["person_id"], record["family"]
+    person = record["person_id"]
     links = [m.decode() for m in direct.smembers(keys.person_links(person))]  # type: ignore[union-attr]
     return {
         "profile": [keys.person_profile(person), keys.vault_data_key(person), keys.person_links(person),
                     *links],
         "consent": [keys.person_consent(person, client_id), keys.person_shop_families(person, client_id)],
-        "tokens": [keys.access_token(_digest(tokens.access)),
-                   keys.refresh_token(_digest(tokens.refresh or "")), keys.token_family(family)],
+        "tokens": [access_key, _credential_key(direct, prefix, "rt", tokens.refresh or ""),
+                   record["family_key"]],
         "session": [keys.login_session(_digest(session))] if session else [],
     }
 

@@ -40,6 +40,7 @@ from gateway.oidc.tokens import TokenService
 from gateway.policy import load_policies
 from gateway.store import Store, open_store
 from gateway.store.limits import RateLimitedError
+from gateway.store.slots import CredentialRouting
 from gateway.telemetry import Metrics, TelemetryMiddleware, hold_secret_logging_libraries
 from gateway.upstream import IdentityService
 from gateway.upstream.logins import UpstreamLogins
@@ -209,12 +210,13 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
                          every_events=settings.audit_checkpoint_events,
                          every_seconds=settings.audit_checkpoint_seconds, sealer=sealer,
                          data_dir=settings.data_dir)
+    pairwise_secret = load_or_create_secret(settings.keys_dir, "pairwise", sealer)
     provider = ProviderContext(
         settings=settings,
         store=store,
         signing_keys=ring,
         shops=shops,
-        tokens=TokenService(store, code_ttl=settings.code_ttl,
+        tokens=TokenService(store, CredentialRouting(pairwise_secret), code_ttl=settings.code_ttl,
                             access_ttl=settings.access_token_ttl,
                             refresh_ttl=settings.refresh_token_ttl),
         sessions=LoginSessions(store, settings.session_ttl),
@@ -224,7 +226,7 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
         profiles=profiles,
         audit=audit,
         relay=OutboxRelay(store, audit),
-        pairwise_secret=load_or_create_secret(settings.keys_dir, "pairwise", sealer),
+        pairwise_secret=pairwise_secret,
         catalogue=catalogue,
         pseudonym_secret=load_or_create_secret(settings.keys_dir, "pseudonym", sealer),
     )

@@ -7,8 +7,10 @@ is stopped by PID; the shared server the rest of the suite uses is never touched
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -163,3 +165,106 @@ def _wait(condition: Callable[[], bool], deadline: float) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("the Redis set-up did not come up in time")
         time.sleep(0.1)
+
+
+REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
+
+
+@dataclass
+class ClusterGroup:
+    """A Redis Cluster of three primaries and three replicas on loopback
+    (../shared/testing-faults.md): ``redis-cli --cluster create`` assigns the slots, and the
+    group is ready once every node reports ``cluster_state:ok``."""
+
+    directory: Path
+    node_timeout_ms: int = 2000
+    nodes: list[RedisServer] = field(default_factory=list)
+
+    @property
+    def seed_url(self) -> str:
+        return self.nodes[0].url
+
+    @property
+    def addresses(self) -> list[str]:
+        return [f"127.0.0.1:{node.port}" for node in self.nodes]
+
+    def start(self, timeout: float = 60.0) -> ClusterGroup:
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> ClusterGroup:
+        for index in range(6):
+            directory = self.directory / f"node-{index}"
+            self.nodes.append(RedisServer(directory, port=free_cluster_port(), extra_args=[
+                "--cluster-enabled", "yes", "--cluster-config-file", str(directory / "nodes.conf"),
+                "--cluster-node-timeout", str(self.node_timeout_ms)]).start())
+        subprocess.run([REDIS_CLI, "--cluster", "create", *self.addresses, "--cluster-replicas", "1",
+                        "--cluster-yes"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=timeout)
+        deadline = time.monotonic() + timeout
+        _wait(lambda: all(_info_command(node, "CLUSTER", "INFO").startswith("cluster_state:ok")
+                          and _cluster_knows_all(node, len(self.nodes)) for node in self.nodes), deadline)
+        return self
+
+    def primaries(self) -> list[RedisServer]:
+        """The nodes that are primaries now (a failover changes the answer)."""
+        return [node for node in self.nodes if node.process is not None
+                and _info(node, "replication").get("role") == "master"]
+
+    def node_for_slot(self, slot: int) -> RedisServer:
+        """The primary serving ``slot`` now."""
+        for node in self.primaries():
+            for start, end, *_ in _cluster_slots(node):
+                if start <= slot <= end:
+                    return next(n for n in self.nodes if n.port == int(_[0][1]))
+        raise LookupError(slot)
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Every running node sees a complete cluster (after a failover: the replica promoted)."""
+        deadline = time.monotonic() + timeout
+        _wait(lambda: all(_info_command(node, "CLUSTER", "INFO").startswith("cluster_state:ok")
+                          for node in self.nodes if node.process is not None), deadline)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+
+def free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (the port + 10000) is free too."""
+    while True:
+        port = random.randrange(20000, 55000)
+        try:
+            for candidate in (port, port + 10000):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", candidate))
+        except OSError:
+            continue
+        return port
+
+
+def _info_command(server: RedisServer, *command: str) -> str:
+    client = redis.Redis(port=server.port, socket_timeout=1, socket_connect_timeout=1, decode_responses=True)
+    try:
+        return str(client.execute_command(*command))
+    except redis.RedisError:
+        return ""
+    finally:
+        client.close()
+
+
+def _cluster_slots(server: RedisServer) -> list[list[object]]:
+    client = redis.Redis(port=server.port, socket_timeout=1, socket_connect_timeout=1, decode_responses=True)
+    try:
+        reply = client.execute_command("CLUSTER", "SLOTS")
+        return [list(entry) for entry in reply] if isinstance(reply, list) else []
+    finally:
+        client.close()
+
+
+def _cluster_knows_all(server: RedisServer, count: int) -> bool:
+    nodes = _info_command(server, "CLUSTER", "NODES")
+    return len([line for line in nodes.splitlines() if "connected" in line]) == count

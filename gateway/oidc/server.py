@@ -43,7 +43,7 @@ from gateway.oidc.clients import SUPPORTED_SCOPES, Shop
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.dpop import JKT_PATTERN, DPoPVerifier, check_token_request, proof_headers
 from gateway.oidc.sessions import Person
-from gateway.oidc.tokens import AuthorizationCode, TokenRecord, new_family, new_secret
+from gateway.oidc.tokens import AuthorizationCode, TokenRecord, new_family
 from gateway.policy import ClaimsParameterError, requested_fields
 from gateway.store.grants import Exchange
 from gateway.vault.jwe import encrypt_nested_jwt
@@ -170,7 +170,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):  # type: ignore[mis
         return redirect_uri
 
     def generate_authorization_code(self) -> str:
-        return new_secret()
+        person: Person = self.request.user
+        return self.ctx.tokens.new_credential(person.id)
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         person: Person = request.user
@@ -465,8 +466,8 @@ class ProviderServer(AuthorizationServer):  # type: ignore[misc]
         super().__init__(scopes_supported=list(SUPPORTED_SCOPES))
         self.ctx = ctx
         self.register_token_generator("default", BearerTokenGenerator(
-            access_token_generator=lambda **_: new_secret(),
-            refresh_token_generator=lambda **_: new_secret(),
+            access_token_generator=lambda user, **_: ctx.tokens.new_credential(user.id),
+            refresh_token_generator=lambda user, **_: ctx.tokens.new_credential(user.id),
             expires_generator=lambda client, grant_type: ctx.settings.access_token_ttl,
         ))
         self.register_client_auth_method("private_key_jwt", PrivateKeyJWT(ctx))

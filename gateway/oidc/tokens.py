@@ -1,9 +1,10 @@
 """Authorization codes, access tokens and refresh tokens in Redis.
 
-Every credential is an opaque random value; Redis holds only its SHA-256 digest as the key
-name, with a TTL. Everything issued from one authorization (the code, then each access and
-refresh token) belongs to one *family*; a replayed code or refresh token revokes the whole
-family (RFC 6749 §4.1.2, RFC 9700 §4.14.2).
+Every credential is an opaque random value (with a masked hint of its person's Redis slot,
+gateway/store/slots.py); Redis holds only its SHA-256 digest as the key name, with a TTL.
+Everything issued from one authorization (the code, then each access and refresh token)
+belongs to one *family*; a replayed code or refresh token revokes the whole family
+(RFC 6749 §4.1.2, RFC 9700 §4.14.2).
 
 Every record also carries the *generation* of the person's grant to the shop it was issued
 under; the scripts in :mod:`gateway.store.grants` compare it on every load and exchange, so
@@ -25,6 +26,7 @@ from typing import Any, Literal
 
 from gateway.store import Store
 from gateway.store.grants import Exchange, Issue, NewToken, Peek
+from gateway.store.slots import CredentialRouting
 
 TokenKind = Literal["access_token", "refresh_token"]
 CODE_TOMBSTONE_SECONDS = 600  # a code replayed within 10 minutes still revokes its family
@@ -118,9 +120,11 @@ class TokenRecord:
 
 
 class TokenService:
-    def __init__(self, store: Store, *, code_ttl: int, access_ttl: int, refresh_ttl: int) -> None:
+    def __init__(self, store: Store, routing: CredentialRouting, *, code_ttl: int, access_ttl: int,
+                 refresh_ttl: int) -> None:
         self._store = store
         self._keys = store.keys
+        self._routing = routing
         self._grants = store.grants
         self.code_ttl = code_ttl
         self.access_ttl = access_ttl
@@ -128,6 +132,19 @@ class TokenService:
         # Called after a replayed code or refresh token revoked its family (the provider
         # context records it in the audit log).
         self.on_replay: Callable[[str, str], None] = lambda person_id, client_id: None
+
+    def new_credential(self, person_id: str) -> str:
+        """A new code or token value for ``person_id``: 256 random bits plus the masked hint of
+        the person's Redis slot (gateway/store/slots.py), so its record can be checked
+        against the person's grant in one script on Redis Cluster too."""
+        return self._routing.mint(person_id)
+
+    def code_key(self, code: str) -> str:
+        return self._keys.auth_code(digest(code), self._routing.tag_of(code))
+
+    def token_key(self, kind: TokenKind, token: str) -> str:
+        key_for = self._keys.access_token if kind == "access_token" else self._keys.refresh_token
+        return key_for(digest(token), self._routing.tag_of(token))
 
     # -- codes ---------------------------------------------------------------------------
 
@@ -139,8 +156,8 @@ class TokenService:
         decision must be taken again."""
         record.gen = 1 if generation is None else generation
         record.grant_key = self._keys.person_grant(record.person_id, record.client_id)
-        record.family_key = self._keys.token_family(record.family)
-        record.key = self._keys.auth_code(digest(code))
+        record.family_key = self._keys.token_family(record.person_id, record.family)
+        record.key = self.code_key(code)
         outcome = self._grants.issue(
             record.key, _stored(record), ttl or self.code_ttl, grant=record.grant_key,
             erased=self._keys.person_erased(record.person_id), family=record.family_key,
@@ -152,12 +169,12 @@ class TokenService:
     def peek_code(self, code: str) -> AuthorizationCode | None:
         """A live code, not used up (the token request is validated first). A used one is a
         replay: it revokes everything issued from it."""
-        data = self._peek(self._keys.auth_code(digest(code)), replay=True)
+        data = self._peek(self.code_key(code), replay=True)
         return AuthorizationCode(**data) if data is not None else None
 
     def peek_refresh_token(self, token: str) -> TokenRecord | None:
         """A live refresh token, not used up; a used one revokes its family (a replay)."""
-        data = self._peek(self._keys.refresh_token(digest(token)), replay=True)
+        data = self._peek(self.token_key("refresh_token", token), replay=True)
         return TokenRecord(**data) if data is not None else None
 
     def _peek(self, key: str, *, replay: bool) -> dict[str, Any] | None:
@@ -190,8 +207,7 @@ class TokenService:
             value = token.get(kind)
             if not value:
                 continue
-            key = (self._keys.access_token if kind == "access_token" else self._keys.refresh_token)(
-                digest(value))
+            key = self.token_key(kind, value)
             record = TokenRecord(kind, key, source.client_id, source.person_id, scope, source.family,
                                  now, now + ttl, source.auth_time, fields, source.gen,
                                  source.grant_key, source.family_key,
@@ -209,12 +225,12 @@ class TokenService:
         return outcome
 
     def find_access_token(self, token: str) -> TokenRecord | None:
-        data = self._peek(self._keys.access_token(digest(token)), replay=False)
+        data = self._peek(self.token_key("access_token", token), replay=False)
         return TokenRecord(**data) if data is not None else None
 
     def find_refresh_token(self, token: str) -> TokenRecord | None:
         """Look a refresh token up without using it (introspection, revocation)."""
-        data = self._peek(self._keys.refresh_token(digest(token)), replay=False)
+        data = self._peek(self.token_key("refresh_token", token), replay=False)
         return TokenRecord(**data) if data is not None else None
 
     def find_token(self, token: str, hint: str | None) -> TokenRecord | None:

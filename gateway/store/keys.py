@@ -1,7 +1,8 @@
 """Every Redis key the gateway writes, in one place (documented in docs/storage.md).
 
 Keys that belong to one person carry the hash tag ``{p:<person_id>}`` so that, on Redis
-Cluster, everything of one person lives in one slot. Keys looked up by a secret (codes,
+Cluster, everything of one person lives in one slot; codes and tokens carry a tag that hashes
+to the same slot (gateway/store/slots.py). Keys looked up by a secret (codes,
 tokens) are named by the SHA-256 digest of the secret, never the secret itself, so a dump
 of Redis does not hand out working credentials.
 """
@@ -17,17 +18,26 @@ class KeySpace:
 
     prefix: str
 
-    def auth_code(self, code_digest: str) -> str:
-        return f"{self.prefix}code:{code_digest}"
+    # Codes and tokens: ``tag`` is the hash tag of the person's slot that the credential
+    # names (gateway/store/slots.py); None only for credentials minted before slot hints.
 
-    def access_token(self, token_digest: str) -> str:
-        return f"{self.prefix}at:{token_digest}"
+    def auth_code(self, code_digest: str, tag: str | None = None) -> str:
+        return self._credential("code", code_digest, tag)
 
-    def refresh_token(self, token_digest: str) -> str:
-        return f"{self.prefix}rt:{token_digest}"
+    def access_token(self, token_digest: str, tag: str | None = None) -> str:
+        return self._credential("at", token_digest, tag)
 
-    def token_family(self, family_id: str) -> str:
-        return f"{self.prefix}fam:{family_id}"
+    def refresh_token(self, token_digest: str, tag: str | None = None) -> str:
+        return self._credential("rt", token_digest, tag)
+
+    def _credential(self, kind: str, secret_digest: str, tag: str | None) -> str:
+        if tag is None:
+            return f"{self.prefix}{kind}:{secret_digest}"
+        return f"{self.prefix}{{{tag}}}:{kind}:{secret_digest}"
+
+    def token_family(self, person_id: str, family_id: str) -> str:
+        """The set of a family's live credentials, in the person's slot."""
+        return f"{self.prefix}{{p:{person_id}}}:fam:{family_id}"
 
     def person_shop_families(self, person_id: str, client_id: str) -> str:
         """Set of the family keys a shop holds for a person (what withdrawal cleans up)."""
@@ -119,47 +129,112 @@ class KeySpace:
         return f"{self.prefix}vault:rewrap"
 
     # -- audit --
-    # Every audit key carries the hash tag {audit}: the log is one total order, written by one
-    # Lua script, so on Redis Cluster all of it lives in one slot (docs/audit.md).
+    # Every key of one audit log shard carries that shard's hash tag: a shard is one total
+    # order, written by one Lua script, so on Redis Cluster all of it lives in one slot. Shard 0
+    # is tagged {audit}, exactly the keys of the unsharded log; shard i > 0 is tagged {audit:i}
+    # (docs/audit.md, "Shards"). The audit_* methods below name shard 0's keys.
+
+    def audit_shard(self, shard: int) -> AuditShardKeys:
+        """The keys of audit log shard ``shard`` (0 <= shard < audit_shards)."""
+        if shard < 0:
+            raise ValueError("audit shards are numbered from 0")
+        return AuditShardKeys(self.prefix, "{audit}" if shard == 0 else f"{{audit:{shard}}}")
+
+    def audit_combined_checkpoints(self) -> str:
+        """Checkpoints signed over every shard at once (in shard 0's slot, next to its lock)."""
+        return self.audit_shard(0).audit_combined_checkpoints()
 
     def audit_size(self) -> str:
-        return f"{self.prefix}{{audit}}:size"
+        return self.audit_shard(0).audit_size()
 
     def audit_head(self) -> str:
-        return f"{self.prefix}{{audit}}:head"
+        return self.audit_shard(0).audit_head()
 
     def audit_entries(self) -> str:
-        return f"{self.prefix}{{audit}}:entries"
+        return self.audit_shard(0).audit_entries()
 
     def audit_tile(self, level: int, tile: int) -> str:
-        return f"{self.prefix}{{audit}}:tile:{level}:{tile}"
+        return self.audit_shard(0).audit_tile(level, tile)
 
     def audit_archived(self) -> str:
-        return f"{self.prefix}{{audit}}:archived"
+        return self.audit_shard(0).audit_archived()
 
     def audit_sealed(self) -> str:
-        return f"{self.prefix}{{audit}}:sealed"
+        return self.audit_shard(0).audit_sealed()
 
     def audit_checkpoints(self) -> str:
-        return f"{self.prefix}{{audit}}:checkpoints"
+        return self.audit_shard(0).audit_checkpoints()
 
     def audit_checkpoint_lock(self) -> str:
-        return f"{self.prefix}{{audit}}:checkpoint-lock"
+        return self.audit_shard(0).audit_checkpoint_lock()
 
     def audit_hours(self) -> str:
-        return f"{self.prefix}{{audit}}:hours"
+        return self.audit_shard(0).audit_hours()
+
+    def audit_store_id(self) -> str:
+        return self.audit_shard(0).audit_store_id()
+
+    def audit_epoch(self) -> str:
+        return self.audit_shard(0).audit_epoch()
+
+    def audit_event_ids(self, day: str) -> str:
+        return self.audit_shard(0).audit_event_ids(day)
+
+    def audit_index(self, dimension: str, value: str) -> str:
+        return self.audit_shard(0).audit_index(dimension, value)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditShardKeys:
+    """The keys of one audit log shard, all under its hash tag (:meth:`KeySpace.audit_shard`)."""
+
+    prefix: str
+    tag: str  # "{audit}" or "{audit:<shard>}"
+
+    def _key(self, name: str) -> str:
+        return f"{self.prefix}{self.tag}:{name}"
+
+    def audit_size(self) -> str:
+        return self._key("size")
+
+    def audit_head(self) -> str:
+        return self._key("head")
+
+    def audit_entries(self) -> str:
+        return self._key("entries")
+
+    def audit_tile(self, level: int, tile: int) -> str:
+        return self._key(f"tile:{level}:{tile}")
+
+    def audit_archived(self) -> str:
+        return self._key("archived")
+
+    def audit_sealed(self) -> str:
+        return self._key("sealed")
+
+    def audit_checkpoints(self) -> str:
+        return self._key("checkpoints")
+
+    def audit_checkpoint_lock(self) -> str:
+        return self._key("checkpoint-lock")
+
+    def audit_combined_checkpoints(self) -> str:
+        return self._key("combined-checkpoints")
+
+    def audit_hours(self) -> str:
+        return self._key("hours")
 
     def audit_store_id(self) -> str:
         """Random id written once into a new store; remembered outside Redis (continuity)."""
-        return f"{self.prefix}{{audit}}:store-id"
+        return self._key("store-id")
 
     def audit_epoch(self) -> str:
         """The signed checkpoint that opened the current log epoch (gateway audit new-epoch)."""
-        return f"{self.prefix}{{audit}}:epoch"
+        return self._key("epoch")
 
     def audit_event_ids(self, day: str) -> str:
         """Ids of relayed events appended on one UTC day (``yyyymmdd``): appends are idempotent."""
-        return f"{self.prefix}{{audit}}:event-ids:{day}"
+        return self._key(f"event-ids:{day}")
 
     def audit_index(self, dimension: str, value: str) -> str:
-        return f"{self.prefix}{{audit}}:idx:{dimension}:{value}"
+        return self._key(f"idx:{dimension}:{value}")

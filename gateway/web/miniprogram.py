@@ -53,7 +53,7 @@ from gateway.oidc.clients import Shop
 from gateway.oidc.context import ProviderContext
 from gateway.oidc.server import JSON_HEADERS, ProviderRequest, ProviderServer
 from gateway.oidc.server import Response as ProviderResponse
-from gateway.oidc.tokens import AuthorizationCode, StaleGrantError, new_family, new_secret
+from gateway.oidc.tokens import AuthorizationCode, StaleGrantError, new_family
 from gateway.policy import requested_fields
 from gateway.store.limits import mini_program_shop, spend
 from gateway.upstream import UpstreamError, UpstreamIdentity
@@ -124,7 +124,7 @@ def mini_program_login(ctx: ProviderContext, program: WeChatMiniProgram, checked
     person_id = ctx.identities.resolve(identity)
     # The same audit events as a browser sign-in and its authorization code.
     ctx.record("sign_in", actor_type="person", actor_id=person_id, person=person_id)
-    code = new_secret()
+    code = ctx.tokens.new_credential(person_id)
     lifetime = fapi.code_lifetime(shop.config, ctx.tokens.code_ttl)  # FAPI 2.0 shops: 60 s
     consent = ctx.consents.state(person_id, shop.client_id)
     if consent.record is not None and consent.record.withdrawn_at:

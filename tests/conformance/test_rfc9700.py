@@ -1142,7 +1142,7 @@ def test_4_14_unused_refresh_tokens_expire(shop: ShopHandle, make_client: Callab
     token = tokens_for(client, shop)
 
     def ttl(refresh_token: str) -> int:
-        key = store.keys.refresh_token(hashlib.sha256(refresh_token.encode()).hexdigest())
+        key = client.app.state.gateway.provider.tokens.token_key("refresh_token", refresh_token)  # type: ignore[attr-defined]
         return int(store.redis.ttl(key))
 
     assert 3500 < ttl(token["refresh_token"]) <= 3600

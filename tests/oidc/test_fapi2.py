@@ -20,10 +20,10 @@ from starlette.testclient import TestClient
 from gateway.errors import ConfigError
 from gateway.oidc import fapi
 from gateway.oidc.clients import load_shop_file
-from gateway.oidc.tokens import digest
 from gateway.store import Store
 from tests.conftest import ISSUER, Browser, ShopHandle, authorize_params, pkce_pair, query_of
 from tests.interop.harness import authorize_in_browser
+from tests.oidc.test_consistency import provider
 from tests.oidc.test_dpop import USERINFO_URL, ath, new_key, proof
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -68,7 +68,7 @@ def test_fapi_shop_signs_in_with_par_private_key_jwt_pkce_and_short_codes(
     callback = authorize_in_browser(Browser(client), url)
     answer = query_of(callback)
     assert answer["iss"] == ISSUER and answer["state"] == params["state"]  # RFC 9207
-    code_ttl = store.redis.ttl(store.keys.auth_code(digest(answer["code"])))
+    code_ttl = store.redis.ttl(provider(client).tokens.code_key(answer["code"]))
     assert 0 < code_ttl <= 60
     holder = new_key()
     tokens = client.post("/token", data={
