@@ -17,10 +17,12 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Literal, cast
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
 
+from gateway.consent.deflate import deflate, inflate, is_deflated
+from gateway.consent.receipts import KeptReceipt, decode_receipt, encode_receipt
 from gateway.policy import Catalogue, ShopPolicy
 from gateway.store import Store
 from gateway.store.commits import Commit, Staged
@@ -77,7 +79,12 @@ class ConsentRecord:
     method: str = "consent_screen"
     grants: list[Grant] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
-    receipts: list[str] = field(default_factory=list)
+    # One per decision, kept by digest: the signed receipt is re-issued on demand
+    # (gateway/consent/receipts.py).
+    receipts: list[KeptReceipt] = field(default_factory=list)
+    # Signed receipts (JWTs) of records written before receipts were kept by digest: kept
+    # as they were, so an upgraded deployment still hands them out.
+    signed_receipts: list[str] = field(default_factory=list)
     # Set when the person withdrew everything from the shop: nothing is released, and the
     # next authorization shows the consent screen again, until the person decides anew.
     withdrawn_at: float = 0.0
@@ -87,19 +94,99 @@ class ConsentRecord:
         return {(g.purpose, g.field) for g in self.grants if g.expires_at > now}
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        """The record as JSON, format 2 (Redis keeps it deflated: :meth:`to_stored`), compact
+        because every person has one per shop:
+        positional lists instead of named fields, and grants (refusals) given at the same
+        time under the same terms written once with their (field, transform) pairs::
+
+            {"v": 2, "c": client id, "p": policy version, "d": decided at,
+             "g": [[purpose, retention days, legal basis, policy version, granted at,
+                    expires at, [field, transform, field, transform, …]], …],
+             "r": [[at, kind, [purpose, field, transform, …]], …],
+             "k": [receipt (receipts.encode_receipt), …],
+             "m": method, "s": [signed receipt, …], "w": withdrawn at}
+
+        "m", "s" and "w" are left out at their defaults."""
+        data: dict[str, Any] = {
+            "v": RECORD_FORMAT, "c": self.client_id, "p": self.policy_version, "d": self.decided_at,
+            "g": _runs(((g.purpose, g.retention_days, g.legal_basis, g.policy_version, g.granted_at,
+                         g.expires_at), (g.field, g.transform)) for g in self.grants),
+            "r": _runs(((r.at, r.kind), (r.purpose, r.field, r.transform)) for r in self.refusals),
+            "k": [encode_receipt(r) for r in self.receipts],
+        }
+        if self.method != "consent_screen":
+            data["m"] = self.method
+        if self.signed_receipts:
+            data["s"] = self.signed_receipts
+        if self.withdrawn_at:
+            data["w"] = self.withdrawn_at
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+    def to_stored(self) -> str:
+        """The value kept in Redis: :meth:`to_json` deflated (gateway/consent/deflate.py)."""
+        return deflate(self.to_json())
+
+    @classmethod
+    def from_stored(cls, raw: bytes | str) -> ConsentRecord:
+        """A record as Redis holds it: deflated (:meth:`to_stored`), or JSON of either format."""
+        return cls.from_json(inflate(raw) if is_deflated(raw) else raw)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> ConsentRecord:
         data = json.loads(raw)
+        if data.get("v") != RECORD_FORMAT:
+            return cls._from_named_fields(data)
+        return cls(
+            client_id=data["c"], policy_version=data["p"], decided_at=data["d"],
+            method=data.get("m", "consent_screen"),
+            grants=[Grant(purpose, field_name, transform, retention, basis, version, granted, expires)
+                    for (purpose, retention, basis, version, granted, expires), (field_name, transform)
+                    in _rows(data["g"], 2)],
+            refusals=[Refusal(purpose, field_name, transform, at, kind)
+                      for (at, kind), (purpose, field_name, transform) in _rows(data["r"], 3)],
+            receipts=[decode_receipt(r) for r in data["k"]],
+            signed_receipts=list(data.get("s", [])),
+            withdrawn_at=data.get("w", 0.0),
+        )
+
+    @classmethod
+    def _from_named_fields(cls, data: dict[str, Any]) -> ConsentRecord:
+        """A record written before format 2 (``dataclasses.asdict`` of the record, with the
+        signed receipts themselves in "receipts"): still read, rewritten in format 2 at its
+        next change."""
         return cls(
             client_id=data["client_id"], policy_version=data["policy_version"],
             decided_at=data["decided_at"], method=data.get("method", "consent_screen"),
             grants=[Grant(**g) for g in data["grants"]],
             refusals=[Refusal(**r) for r in data["refusals"]],
-            receipts=list(data.get("receipts", [])),
+            signed_receipts=list(data.get("receipts", [])),
             withdrawn_at=data.get("withdrawn_at", 0.0),
         )
+
+
+RECORD_FORMAT = 2
+
+
+def _runs(rows: Iterable[tuple[tuple[Any, ...], tuple[Any, ...]]]) -> list[list[Any]]:
+    """(head, body) rows as runs: consecutive rows with the same head become one
+    ``[*head, [*body, *body, …]]``, so the order of the rows is kept exactly."""
+    runs: list[list[Any]] = []
+    last: tuple[Any, ...] | None = None
+    for head, body in rows:
+        if runs and head == last:
+            runs[-1][-1].extend(body)
+        else:
+            runs.append([*head, list(body)])
+            last = head
+    return runs
+
+
+def _rows(runs: Iterable[list[Any]], body_width: int) -> Iterator[tuple[list[Any], list[Any]]]:
+    """The (head, body) rows of :func:`_runs`' output, in order."""
+    for run in runs:
+        head, bodies = run[:-1], run[-1]
+        for start in range(0, len(bodies), body_width):
+            yield head, bodies[start:start + body_width]
 
 
 def consent_items(policy: ShopPolicy, catalogue: Catalogue, requested: set[str]) -> list[ConsentItem]:
@@ -161,7 +248,7 @@ class ConsentService:
 
     def find(self, person_id: str, client_id: str) -> ConsentRecord | None:
         raw = self._store.get(self._key(person_id, client_id))
-        return ConsentRecord.from_json(raw) if raw is not None else None
+        return ConsentRecord.from_stored(raw) if raw is not None else None
 
     def state(self, person_id: str, client_id: str) -> ConsentState:
         """Record, generation and whether tokens exist, in one round trip (one transaction)."""
@@ -172,7 +259,7 @@ class ConsentService:
         pipe.exists(keys.person_shop_families(person_id, client_id))
         raw, generation, families = cast(list[bytes | int | None], pipe.execute())
         return ConsentState(
-            ConsentRecord.from_json(cast(bytes, raw)) if raw is not None else None,
+            ConsentRecord.from_stored(cast(bytes, raw)) if raw is not None else None,
             int(cast(bytes, generation)) if generation is not None else None,
             hashlib.sha1(cast(bytes, raw)).hexdigest() if raw is not None else "",  # noqa: S324 - Redis's own sha1hex, a compare-and-set tag
             bool(families),
@@ -192,19 +279,20 @@ class ConsentService:
             person_id, record_key=self._key(person_id, record.client_id),
             grant_key=keys.person_grant(person_id, record.client_id),
             family_index=keys.person_shop_families(person_id, record.client_id),
-            seen_sha1=state.seen_sha1, new_value=record.to_json(), end_generation=end_generation,
+            seen_sha1=state.seen_sha1, new_value=record.to_stored(), end_generation=end_generation,
             events=events, if_tokens_live=if_tokens_live)
 
     def decide(self, person_id: str, client_id: str, policy_version: int,
                asked: list[ConsentItem], granted: set[tuple[str, str]],
                method: str = "consent_screen",
-               make_receipt: Callable[[list[Grant], int], str] | None = None,
+               make_receipt: Callable[[list[Grant], int], KeptReceipt] | None = None,
                describe: Describe | None = None,
                ) -> tuple[ConsentRecord, list[Grant]]:
         """Record the person's answer to the items they were ``asked``: ``granted`` ones
-        become grants, the others refusals; a receipt for the new grants is kept with the
-        record, and ``describe`` gives the audit events committed with it. Returns the record
-        and the new grants. Unticking something granted before is a narrowing: it ends the
+        become grants, the others refusals; the receipt ``make_receipt`` gives for the new
+        grants (by digest, see gateway/consent/receipts.py) is kept with the record, and
+        ``describe`` gives the audit events committed with it. Returns the record and the
+        new grants. Unticking something granted before is a narrowing: it ends the
         grant's generation like a withdrawal."""
         for _ in range(MAX_ATTEMPTS):
             state = self.state(person_id, client_id)

@@ -9,15 +9,18 @@ in that step (gateway/store/grants.py), and the change's audit events are commit
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from gateway.audit.relay import stage
-from gateway.consent import ConsentRecord, Grant
+from gateway.consent import ConsentRecord, Grant, ReceiptMismatchError, reissue
 from gateway.oidc.clients import Shop
 from gateway.oidc.context import ProviderContext
 from gateway.store.commits import Staged
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +51,7 @@ class AccountService:
         for shop, raw, tokens in zip(shops, replies[0::2], replies[1::2], strict=True):
             if raw is None:
                 continue
-            consent = ShopConsent(shop, ConsentRecord.from_json(raw))
+            consent = ShopConsent(shop, ConsentRecord.from_stored(raw))
             if consent.live_grants(now) or (tokens and not consent.record.withdrawn_at):
                 result.append(consent)
         return result
@@ -94,6 +97,27 @@ class AccountService:
             self.ctx.tokens.revoke_person_shop(person_id, client_id)
         self.ctx.relay_staged(person_id)
 
+    def receipts(self, consent: ShopConsent, person_id: str) -> list[str]:
+        """The person's signed consent receipts for one shop: those of records written before
+        receipts were kept by digest as they were stored, the others signed again now from
+        what the record keeps (the same claims, checked against their digest; the current
+        signing key, so they verify with the published JWKS). A receipt whose claims no
+        longer match its digest (the issuer or the shop's sector changed since) is not
+        signed: it is left out, with a warning naming it."""
+        subject = self.ctx.subject_for(consent.shop, person_id)
+        signed = list(consent.record.signed_receipts)
+        for kept in consent.record.receipts:
+            try:
+                signed.append(reissue(kept, issuer=self.ctx.issuer, shop_id=consent.shop.client_id,
+                                      subject=subject, sign=self._sign_receipt))
+            except ReceiptMismatchError:
+                log.warning("consent receipt not re-issued: its digest no longer matches",
+                            extra={"shop": consent.shop.client_id, "receipt": kept.receipt_id})
+        return signed
+
+    def _sign_receipt(self, claims: dict[str, Any]) -> str:
+        return self.ctx.signing_keys.sign(claims, "ES256")
+
     def export(self, person_id: str) -> dict[str, Any]:
         """Everything the gateway holds about the person, readable (PIPL art. 45, GDPR art. 15/20)."""
         self.ctx.record("profile_exported", actor_type="person", actor_id=person_id, person=person_id)
@@ -110,7 +134,7 @@ class AccountService:
                     "policy_version": c.record.policy_version,
                     "grants": [dataclasses.asdict(g) for g in c.record.grants],
                     "refusals": [dataclasses.asdict(r) for r in c.record.refusals],
-                    "receipts": list(c.record.receipts),
+                    "receipts": self.receipts(c, person_id),
                 }
                 for c in self.consents(person_id)
             ],

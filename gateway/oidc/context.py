@@ -118,7 +118,7 @@ class ProviderContext:
         if staged:
             self.relay.flush(person_id)
         profile = self.profiles.open_replies(person_id, replies[3:3 + self.profiles.READ_COMMANDS])
-        return profile, ConsentRecord.from_json(raw_consent) if raw_consent else None
+        return profile, ConsentRecord.from_stored(raw_consent) if raw_consent else None
 
     @property
     def relay_domain(self) -> str:

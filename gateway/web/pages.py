@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from gateway.audit.relay import stage
-from gateway.consent import ConsentRecord, Grant, receipt_claims
+from gateway.consent import ConsentRecord, Grant, KeptReceipt, keep_receipt
 from gateway.errors import BrowserError
 from gateway.oidc import bridge
 from gateway.oidc.context import ProviderContext
@@ -209,13 +209,13 @@ def build_pages_router(web: WebContext) -> APIRouter:  # noqa: C901 - one closur
         granted = granted_items(question.items, pairs)
         language = web.renderer.language(request)
 
-        def make_receipt(grants: list[Grant], timestamp: int) -> str:
-            claims = receipt_claims(
+        def make_receipt(grants: list[Grant], timestamp: int) -> KeptReceipt:
+            # Kept by digest; signed when the person asks for it (AccountService.receipts).
+            return keep_receipt(
                 issuer=ctx.issuer, shop_id=shop.client_id, shop_name=shop.config.name,
                 shop_contact=shop.config.contact, subject=ctx.subject_for(shop, person.id),
                 policy=shop.config.policy, catalogue=ctx.catalogue, grants=grants,
                 language=language, timestamp=timestamp)
-            return ctx.signing_keys.sign(claims, "ES256")
 
         def describe(_: ConsentRecord, __: list[Grant]) -> list[Staged]:
             # Committed with the consent record in one step (gateway/store/commits.py).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from gateway.consent import ConsentItem, ConsentService, pending_items
+from gateway.consent import ConsentItem, ConsentService, Grant, KeptReceipt, PurposeStatement, pending_items
 from gateway.store import Store
 
 
@@ -65,9 +65,16 @@ def test_deciding_again_replaces_only_the_items_asked(store: Store) -> None:
 
 def test_record_round_trips_through_json(store: Store) -> None:
     service = ConsentService(store)
+
+    def make_receipt(grants: list[Grant], at: int) -> KeptReceipt:
+        statement = PurposeStatement("account", "Your account.", tuple(g.field for g in grants), at + 30)
+        return KeptReceipt("0d5d6f5e-6a0e-4a43-9b9c-3f1f0f0f0f0f", at, "en", 3, "Shop", "", (statement,),
+                           (), "digest")
+
     record, _ = service.decide("p1", "shop", 3, [item()], {("account", "email")},
-                               make_receipt=lambda grants, at: f"receipt-{len(grants)}")
+                               make_receipt=make_receipt)
     again = service.find("p1", "shop")
     assert again is not None
     assert dataclasses.asdict(again) == dataclasses.asdict(record)
-    assert again.receipts == ["receipt-1"]
+    (receipt,) = again.receipts
+    assert receipt.purposes[0].fields == ("email",)

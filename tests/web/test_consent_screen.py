@@ -14,7 +14,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from starlette.testclient import TestClient
 
-from gateway.consent import ConsentRecord
+from gateway.consent import ConsentRecord, receipt_digest
 from gateway.store import Store
 from tests.conftest import (
     DEFAULT_POLICY,
@@ -179,24 +179,50 @@ def test_expired_consent_asks_again(client: TestClient, shop: ShopHandle, store:
     browser = Browser(client)
     sign_in(browser, shop)
     key = next(store.redis.scan_iter(match=f"{store.keys.prefix}*consent:{shop.client_id}"))
-    record = ConsentRecord.from_json(store.redis.get(key))  # type: ignore[arg-type]
+    record = ConsentRecord.from_stored(store.redis.get(key))  # type: ignore[arg-type]
     record.grants = [dataclasses.replace(g, expires_at=int(time.time()) - 1) for g in record.grants]
-    store.redis.set(key, record.to_json())
+    store.redis.set(key, record.to_stored())
     page, _ = reach_consent(browser, shop)
     assert 'action="/consent"' in page.text
 
 
 def test_each_grant_gets_a_signed_consent_receipt_without_values(client: TestClient,
                                                                   shop: ShopHandle, store: Store) -> None:
-    sign_in(Browser(client), shop, scope="openid profile email phone")
+    browser = Browser(client)
+    sign_in(browser, shop, scope="openid profile email phone")
     key = next(store.redis.scan_iter(match=f"{store.keys.prefix}*consent:{shop.client_id}"))
-    record = ConsentRecord.from_json(store.redis.get(key))  # type: ignore[arg-type]
-    (receipt,) = record.receipts
+    record = ConsentRecord.from_stored(store.redis.get(key))  # type: ignore[arg-type]
+    (kept,) = record.receipts  # the record keeps the receipt by digest, not the JWT
+    (consent,) = json.loads(browser.request("GET", "/account/export").text)["consents"]
+    (receipt,) = consent["receipts"]  # signed again on the way out
     keys = KeySet.import_key_set(client.get("/jwks").json())
     claims = jwt.decode(receipt, keys, algorithms=["ES256"]).claims
+    assert receipt_digest(claims) == kept.digest and claims["consentReceiptID"] == kept.receipt_id
     assert claims["version"] == "KI-CR-v1.1.0" and claims["iss"] == ISSUER
+    assert claims["consentTimestamp"] == kept.timestamp == claims["iat"]
     assert claims["piiControllers"][0]["piiController"] == "Shop shop-a"
     categories = {c for s in claims["services"] for p in s["purposes"] for c in p["piiCategory"]}
+    assert categories == {g.field for g in record.grants}
     assert {"nickname", "email", "phone"} <= categories
     assert claims["sensitive"] is True and claims["spiCat"] == ["phone"]
     assert "lilei" not in json.dumps(claims) and "1381234" not in json.dumps(claims)
+    assert "lilei" not in record.to_json() and "1381234" not in record.to_json()
+
+
+def test_receipts_of_a_record_written_before_digests_are_handed_out_as_they_were(
+        client: TestClient, shop: ShopHandle, store: Store) -> None:
+    browser = Browser(client)
+    sign_in(browser, shop, scope="openid profile email phone")
+    key = next(store.redis.scan_iter(match=f"{store.keys.prefix}*consent:{shop.client_id}"))
+    record = ConsentRecord.from_stored(store.redis.get(key))  # type: ignore[arg-type]
+    gateway: Any = client.app.state.gateway  # type: ignore[attr-defined]
+    old_receipt = gateway.provider.signing_keys.sign({"iss": ISSUER, "jti": "signed-before"}, "ES256")
+    store.redis.set(key, json.dumps({  # the record as the gateway wrote it before format 2
+        "client_id": record.client_id, "policy_version": record.policy_version,
+        "decided_at": record.decided_at, "method": record.method,
+        "grants": [dataclasses.asdict(g) for g in record.grants],
+        "refusals": [dataclasses.asdict(r) for r in record.refusals],
+        "receipts": [old_receipt], "withdrawn_at": 0.0}))
+    (consent,) = json.loads(browser.request("GET", "/account/export").text)["consents"]
+    assert consent["receipts"] == [old_receipt]
+    assert {g["field"] for g in consent["grants"]} == {g.field for g in record.grants}
