@@ -209,7 +209,7 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
     audit = AuditService(store, settings.keys_dir, settings.audit_log_origin,
                          every_events=settings.audit_checkpoint_events,
                          every_seconds=settings.audit_checkpoint_seconds, sealer=sealer,
-                         data_dir=settings.data_dir)
+                         data_dir=settings.data_dir, shards=settings.audit_shards)
     pairwise_secret = load_or_create_secret(settings.keys_dir, "pairwise", sealer)
     provider = ProviderContext(
         settings=settings,

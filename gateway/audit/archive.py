@@ -52,13 +52,13 @@ class Archiver:
 
     def lines(self, start: int, stop: int) -> Iterator[str]:
         yield json.dumps({"type": "header", "format": ARCHIVE_FORMAT, "start": start, "stop": stop,
-                          "origin": self.log.keys.signer.name,
+                          "origin": self.log.origin,
                           "previous": _b64(previous_hash(self.log, start)),
                           "frontier": [_b64(h) for h in frontier(self.log, start)]}) + "\n"
         for size, note in stored_notes(self.log):
             if start < size <= stop:
                 yield json.dumps({"type": "checkpoint", "note": note}, ensure_ascii=False) + "\n"
-        key = self.log.store.keys.audit_entries()
+        key = self.log.shard_keys.audit_entries()
         for first in range(start, stop, _BATCH):
             indexes = list(range(first, min(stop, first + _BATCH)))
             for index, raw in zip(indexes, self.log.store.redis.hmget(key, indexes), strict=True):
@@ -68,10 +68,10 @@ class Archiver:
 
     def drop(self, start: int, stop: int) -> None:
         """Remove the archived records from Redis (after the file is safely written)."""
-        key = self.log.store.keys.audit_entries()
+        key = self.log.shard_keys.audit_entries()
         for first in range(start, stop, _BATCH):
             self.log.store.redis.hdel(key, *[str(i) for i in range(first, min(stop, first + _BATCH))])
-        self.log.store.redis.set(self.log.store.keys.audit_archived(), stop)
+        self.log.store.redis.set(self.log.shard_keys.audit_archived(), stop)
 
 
 def verify_archive(lines: Iterable[str], verifiers: list[NoteVerifier]) -> VerifyReport:

@@ -10,7 +10,7 @@ from gateway.audit.records import ZERO_HASH
 
 def archived_size(log: AuditLog) -> int:
     """Entries below this index live in archive files, not in Redis."""
-    raw = log.store.get(log.store.keys.audit_archived())
+    raw = log.store.get(log.shard_keys.audit_archived())
     return int(raw) if raw else 0
 
 

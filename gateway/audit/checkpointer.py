@@ -79,8 +79,12 @@ class SignedCheckpoint:
 
 def stored_notes(log: AuditLog) -> list[tuple[int, str]]:
     """Every stored checkpoint note with the size it is filed under, unverified, in size order."""
-    rows = cast(list[tuple[bytes, float]],
-                log.store.redis.zrange(log.store.keys.audit_checkpoints(), 0, -1, withscores=True))
+    return stored_note_rows(log, log.shard_keys.audit_checkpoints())
+
+
+def stored_note_rows(log: AuditLog, key: str) -> list[tuple[int, str]]:
+    """The notes of a sorted set of signed notes with their scores, unverified, in score order."""
+    rows = cast(list[tuple[bytes, float]], log.store.redis.zrange(key, 0, -1, withscores=True))
     return [(int(score), _note_of(member)) for member, score in rows]
 
 
@@ -105,7 +109,9 @@ class Checkpointer:
             raise ValueError("checkpoint intervals must be positive")
         self.log = log
         self.signer = signer
-        self.origin = signer.name  # tlog-checkpoint: the key name should equal the origin
+        # tlog-checkpoint: the key name should equal the origin (it does for shard 0; the other
+        # shards name their shard after it, gateway/audit/shards.py)
+        self.origin = log.origin
         self.every_events = every_events
         self.every_seconds = every_seconds
         self._clock = clock
@@ -118,13 +124,13 @@ class Checkpointer:
         self._started = clock()  # with no checkpoint yet, the T-second clock starts here
 
     def latest(self) -> SignedCheckpoint | None:
-        rows = cast(list[bytes], self.log.store.redis.zrange(self.log.store.keys.audit_checkpoints(), -1, -1))
+        rows = cast(list[bytes], self.log.store.redis.zrange(self.log.shard_keys.audit_checkpoints(), -1, -1))
         return SignedCheckpoint.from_json(rows[0], self.signer) if rows else None
 
     def history(self, min_size: int = 0, limit: int = 100) -> list[SignedCheckpoint]:
         """Checkpoints with tree size ``>= min_size``, smallest first."""
         rows = cast(list[bytes], self.log.store.redis.zrangebyscore(
-            self.log.store.keys.audit_checkpoints(), min_size, "+inf", start=0, num=limit))
+            self.log.shard_keys.audit_checkpoints(), min_size, "+inf", start=0, num=limit))
         return [SignedCheckpoint.from_json(row, self.signer) for row in rows]
 
     def at_size(self, size: int) -> SignedCheckpoint | None:
@@ -154,46 +160,67 @@ class Checkpointer:
 
     def maybe_checkpoint(self) -> SignedCheckpoint | None:
         """Sign a checkpoint if one is due (reads the log's state from Redis)."""
-        if not self._due(self.log.size(), self._refresh()):
-            return None
-        return self.checkpoint()
+        return self.checkpoint() if self.is_due() else None
+
+    def is_due(self) -> bool:
+        """Whether a checkpoint is due now (reads the log's state from Redis)."""
+        return self._due(self.log.size(), self._refresh())
 
     def checkpoint(self) -> SignedCheckpoint | None:
         """Seal to the current size and sign; ``None`` if another process is signing right now
         or the latest checkpoint already has this size (or this process lost the lock while
         signing: the new holder signs instead)."""
-        redis_client, keys = self.log.store.redis, self.log.store.keys
+        with self.holding_lock() as token:
+            return None if token is None else self.sign_holding(token)
+
+    @contextlib.contextmanager
+    def holding_lock(self) -> Iterator[str | None]:
+        """Hold the checkpoint lock (renewed) for the body: yields its token, or ``None`` when
+        another process holds it. Released afterwards."""
         token = secrets.token_hex(16)
-        if not redis_client.set(keys.audit_checkpoint_lock(), token, nx=True, px=self.lock_ttl_ms):
-            return None
+        if not self.log.store.redis.set(self.log.shard_keys.audit_checkpoint_lock(), token, nx=True,
+                                        px=self.lock_ttl_ms):
+            yield None
+            return
         self._held = token
         try:
             with self._renewing(token):
-                size = self.log.size()
-                latest = self.latest()
-                if latest is not None and latest.checkpoint.size >= size:
-                    return None
-                root = self.log.root(size)  # seals first: only checked entries are signed
-                checkpoint = Checkpoint(self.origin, size, root)
-                signed = SignedCheckpoint(checkpoint, sign_checkpoint(checkpoint, self.signer),
-                                          int(self._clock() * 1000))
-                stored = self._store_signed(keys=[keys.audit_checkpoint_lock(), keys.audit_checkpoints()],
-                                            args=[token, signed.to_json(), size])
-                if not stored:
-                    log.warning("audit checkpoint lock lost while signing; not stored",
-                                extra={"size": size})
-                    return None
-                self._known = (size, signed.signed_at_ms / 1000)
-                return signed
+                yield token
         finally:
             self._release_token(token)
+
+    def sign_holding(self, token: str) -> SignedCheckpoint | None:
+        """The body of :meth:`checkpoint`, for a caller already holding the lock as ``token``."""
+        size = self.log.size()
+        latest = self.latest()
+        if latest is not None and latest.checkpoint.size >= size:
+            return None
+        root = self.log.root(size)  # seals first: only checked entries are signed
+        checkpoint = Checkpoint(self.origin, size, root)
+        signed = SignedCheckpoint(checkpoint, sign_checkpoint(checkpoint, self.signer), self.now_ms())
+        if not self.store_holding(token, self.log.shard_keys.audit_checkpoints(), signed.to_json(), size):
+            return None
+        self._known = (size, signed.signed_at_ms / 1000)
+        return signed
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def store_holding(self, token: str, key: str, member: str, score: int) -> bool:
+        """Add ``member`` to the sorted set ``key`` (in this log's slot) only while the lock is
+        still ``token``'s: False, and a warning, when it was lost while signing."""
+        if self._store_signed(keys=[self.log.shard_keys.audit_checkpoint_lock(), key],
+                              args=[token, member, score]):
+            return True
+        log.warning("audit checkpoint lock lost while signing; not stored", extra={"size": score})
+        return False
 
     @contextlib.contextmanager
     def _renewing(self, token: str) -> Iterator[None]:
         """Extend the lock every third of its TTL while the body runs (a daemon thread: a
         process that dies stops renewing, and the lock expires within the TTL)."""
         done = threading.Event()
-        key = self.log.store.keys.audit_checkpoint_lock()
+        key = self.log.shard_keys.audit_checkpoint_lock()
 
         def renew() -> None:
             while not done.wait(self.lock_ttl_ms / 3000):
@@ -221,7 +248,7 @@ class Checkpointer:
         if self._held == token:
             self._held = None
         try:
-            return bool(self._release(keys=[self.log.store.keys.audit_checkpoint_lock()], args=[token]))
+            return bool(self._release(keys=[self.log.shard_keys.audit_checkpoint_lock()], args=[token]))
         except redis.RedisError as error:
             log.warning("audit checkpoint lock not released; it expires by itself",
                         extra={"reason": type(error).__name__, "ttl_ms": self.lock_ttl_ms})

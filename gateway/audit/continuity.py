@@ -66,10 +66,13 @@ class ContinuityError(AuditError):
 
 
 class ContinuityFile:
-    """``<data_dir>/audit/continuity.json``, written atomically, only ever moving forward."""
+    """``<data_dir>/audit/continuity.json`` (``continuity-<shard>.json`` for shards > 0),
+    written atomically, only ever moving forward."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "audit" / FILE_NAME
+    def __init__(self, data_dir: Path, shard: int = 0) -> None:
+        suffix = "" if shard == 0 else f"-{shard}"
+        self.path = data_dir / "audit" / FILE_NAME.replace(".json", f"{suffix}.json")
+        self.history = data_dir / "audit" / f"epochs{suffix}.jsonl"  # the epochs left behind
 
     def load(self) -> Remembered | None:
         try:
@@ -103,8 +106,8 @@ class Continuity:
     def __init__(self, audit_log: AuditLog, signer: NoteSigner, data_dir: Path) -> None:
         self.log = audit_log
         self.signer = signer
-        self.file = ContinuityFile(data_dir)
-        self._key = audit_log.store.keys.audit_store_id()
+        self.file = ContinuityFile(data_dir, audit_log.shard)
+        self._key = audit_log.shard_keys.audit_store_id()
         self._lock = threading.Lock()
         self.problem: str | None = None  # why the gateway refuses to serve, if it does
 
@@ -162,11 +165,11 @@ class Continuity:
     def _adopt_epoch(self, remembered: Remembered, store_id: str) -> bool:
         """Another host opened a new epoch on the record: adopt it if its signed checkpoint
         names this store and continues from the epoch this data directory remembers."""
-        raw = cast(bytes | None, self.log.store.redis.get(self.log.store.keys.audit_epoch()))
+        raw = cast(bytes | None, self.log.store.redis.get(self.log.shard_keys.audit_epoch()))
         if raw is None:
             return False
         try:
-            checkpoint = verify_checkpoint(raw.decode(), [self.signer.verifier], self.signer.name)
+            checkpoint = verify_checkpoint(raw.decode(), [self.signer.verifier], self.log.origin)
         except (AuditError, UnicodeDecodeError):
             return False
         lines = [line.split() for line in checkpoint.extensions]
@@ -193,18 +196,7 @@ class Continuity:
     def start(self, stop: threading.Event, interval: float = CHECK_INTERVAL_SECONDS) -> threading.Thread:
         """Re-check every ``interval`` seconds (catches a Redis that restarted empty while the
         gateway ran) until ``stop`` is set."""
-        def loop() -> None:
-            while not stop.wait(interval):
-                try:
-                    before = self.problem
-                    if self.check() is None and before is not None:
-                        log.warning("audit continuity restored: serving again")
-                except (redis.RedisError, AuditError) as error:
-                    log.warning("audit continuity not checked", extra={"reason": type(error).__name__})
-
-        thread = threading.Thread(target=loop, name="audit-continuity", daemon=True)
-        thread.start()
-        return thread
+        return _watch(self, stop, interval)
 
     def new_epoch(self) -> Checkpoint:
         """Accept what Redis holds now as the continuation, on the record: a new store id, a
@@ -219,10 +211,10 @@ class Continuity:
         extensions: tuple[str, ...] = (f"epoch {epoch} {store_id}",)
         if previous is not None:
             extensions += (f"previous-epoch {previous.epoch} {previous.size} {previous.root}",)
-        checkpoint = Checkpoint(self.signer.name, size, root, extensions)
+        checkpoint = Checkpoint(self.log.origin, size, root, extensions)
         note = sign_checkpoint(checkpoint, self.signer)
         signed = SignedCheckpoint(checkpoint, note, int(time.time() * 1000))
-        keys = self.log.store.keys
+        keys = self.log.shard_keys
         # Older checkpoints of the lost history would contradict this one: only the new
         # epoch's checkpoints stay in Redis (the old note stays in continuity.json's history).
         self.log.store.redis.zremrangebyscore(keys.audit_checkpoints(), size, "+inf")
@@ -238,6 +230,43 @@ class Continuity:
     def _archive_previous(self, previous: Remembered | None) -> None:
         if previous is None:
             return
-        history = self.file.path.with_name("epochs.jsonl")
-        with open(history, "a", encoding="utf-8") as handle:
+        with open(self.file.history, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(asdict(previous)) + "\n")
+
+
+class ShardedContinuity:
+    """Continuity of every shard (each remembered in its own file): a shard whose Redis node
+    came back empty, shorter or different stops the gateway as a lost unsharded log does."""
+
+    def __init__(self, shards: list[Continuity]) -> None:
+        self.shards = shards
+
+    @property
+    def problem(self) -> str | None:
+        """The first shard's problem, naming the shard; ``None`` when every shard continues."""
+        return next((f"audit shard {shard.log.shard}: {shard.problem}" for shard in self.shards
+                     if shard.problem is not None), None)
+
+    def check(self) -> str | None:
+        for shard in self.shards:
+            shard.check()
+        return self.problem
+
+    def start(self, stop: threading.Event, interval: float = CHECK_INTERVAL_SECONDS) -> threading.Thread:
+        return _watch(self, stop, interval)
+
+
+def _watch(continuity: Continuity | ShardedContinuity, stop: threading.Event,
+           interval: float) -> threading.Thread:
+    def loop() -> None:
+        while not stop.wait(interval):
+            try:
+                before = continuity.problem
+                if continuity.check() is None and before is not None:
+                    log.warning("audit continuity restored: serving again")
+            except (redis.RedisError, AuditError) as error:
+                log.warning("audit continuity not checked", extra={"reason": type(error).__name__})
+
+    thread = threading.Thread(target=loop, name="audit-continuity", daemon=True)
+    thread.start()
+    return thread

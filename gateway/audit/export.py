@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.audit.checkpointer import stored_notes
 from gateway.audit.errors import AuditError
 from gateway.audit.records import StoredEntry
+from gateway.audit.shard_query import ShardedQuery
 
 if TYPE_CHECKING:
     from gateway.audit.log import AuditLog
@@ -42,18 +43,26 @@ CSV_COLUMNS = ("index", "time", "action", "actor_type", "actor_id", "person", "s
 _BATCH = 1000
 
 
-def _row(logged: LoggedEvent) -> dict[str, Any]:
-    return {"index": logged.index, **logged.event.model_dump(mode="json")}
+def _sharded(query: AuditQuery | ShardedQuery) -> bool:
+    """Whether rows must name their shard: an index alone names no event among several logs."""
+    return isinstance(query, ShardedQuery) and query.shards > 1
 
 
-def export_jsonl(query: AuditQuery, flt: AuditFilter, cursor: int = 0) -> Iterator[str]:
+def _row(logged: LoggedEvent, sharded: bool) -> dict[str, Any]:
+    where = {"shard": logged.shard, "index": logged.index} if sharded else {"index": logged.index}
+    return {**where, **logged.event.model_dump(mode="json")}
+
+
+def export_jsonl(query: AuditQuery | ShardedQuery, flt: AuditFilter, cursor: int = 0) -> Iterator[str]:
+    sharded = _sharded(query)
     for logged in query.events(flt, cursor):
-        yield json.dumps(_row(logged), ensure_ascii=False, sort_keys=True) + "\n"
+        yield json.dumps(_row(logged, sharded), ensure_ascii=False, sort_keys=True) + "\n"
 
 
-def export_csv(query: AuditQuery, flt: AuditFilter, cursor: int = 0) -> Iterator[str]:
+def export_csv(query: AuditQuery | ShardedQuery, flt: AuditFilter, cursor: int = 0) -> Iterator[str]:
     """CSV (RFC 4180). Field names are joined with spaces; every id starts with a letter or
-    digit (events.py), so no cell can be read as a spreadsheet formula."""
+    digit (events.py), so no cell can be read as a spreadsheet formula. With several shards a
+    ``shard`` column comes first."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
 
@@ -63,11 +72,13 @@ def export_csv(query: AuditQuery, flt: AuditFilter, cursor: int = 0) -> Iterator
         writer.writerow(values)
         return buffer.getvalue()
 
-    yield line(CSV_COLUMNS)
+    sharded = _sharded(query)
+    columns = ("shard", *CSV_COLUMNS) if sharded else CSV_COLUMNS
+    yield line(columns)
     for logged in query.events(flt, cursor):
-        row = _row(logged)
+        row = _row(logged, sharded)
         row["fields"] = " ".join(row["fields"])
-        yield line("" if row[column] is None else row[column] for column in CSV_COLUMNS)
+        yield line("" if row[column] is None else row[column] for column in columns)
 
 
 def _b64(data: bytes) -> str:
@@ -91,7 +102,7 @@ def export_log(log: AuditLog) -> Iterator[str]:
     yield json.dumps({"type": "header", "format": EXPORT_FORMAT, "size": size}) + "\n"
     for _, note in notes:
         yield json.dumps({"type": "checkpoint", "note": note}, ensure_ascii=False) + "\n"
-    key = log.store.keys.audit_entries()
+    key = log.shard_keys.audit_entries()
     for start in range(0, size, _BATCH):
         indexes = list(range(start, min(size, start + _BATCH)))
         for index, raw in zip(indexes, log.store.redis.hmget(key, indexes), strict=True):

@@ -32,11 +32,13 @@ from gateway.audit.merkle import (
 )
 from gateway.audit.records import StoredEntry, new_tail, read_entry
 from gateway.audit.sealer import Sealer
+from gateway.audit.shards import shard_origin
 from gateway.audit.tiles import RedisTiles
 
 if TYPE_CHECKING:
     from gateway.audit.keyfile import AuditKeys
     from gateway.store import Store
+    from gateway.store.keys import AuditShardKeys
 
 _HEAD_MISSING = "AUDIT_HEAD_MISSING"
 _APPEND = r"""
@@ -76,6 +78,7 @@ EVENT_ID_DAYS = 30
 class Appended:
     index: int
     leaf_hash: bytes
+    shard: int = 0  # the shard whose log ``index`` counts in
 
 
 def hour_bucket(time: str) -> str:
@@ -95,13 +98,16 @@ def index_dimensions(event: AuditEvent) -> list[tuple[str, str]]:
 
 
 class AuditLog:
-    """One gateway's audit log in Redis. Thread-safe; share one instance per process."""
+    """One audit log (one shard of the gateway's log, shard 0 by default) in Redis.
+    Thread-safe; share one instance per process."""
 
-    def __init__(self, store: Store, keys: AuditKeys) -> None:
+    def __init__(self, store: Store, keys: AuditKeys, shard: int = 0) -> None:
         self.store = store
         self.keys = keys
-        self.tiles = RedisTiles(store.redis, store.keys)
-        self.sealer = Sealer(store, self.tiles, keys.mac_key)
+        self.shard = shard
+        self.shard_keys: AuditShardKeys = store.keys.audit_shard(shard)
+        self.tiles = RedisTiles(store.redis, self.shard_keys)
+        self.sealer = Sealer(store, self.tiles, keys.mac_key, self.shard_keys)
         self._append = store.redis.register_script(_APPEND)
         self._sealed_hint = 0  # the sealed size only grows: below it, no Redis read is needed
 
@@ -117,7 +123,7 @@ class AuditLog:
         """
         data = canonical_json(event)
         digest = leaf_hash(data)
-        k = self.store.keys
+        k = self.shard_keys
         index_keys = [k.audit_index(dim, value) for dim, value in index_dimensions(event)]
         try:
             keys = [k.audit_size(), k.audit_head(), k.audit_entries(), k.audit_hours(),
@@ -127,14 +133,19 @@ class AuditLog:
             if self.store.replicas_to_wait:  # with WAIT on the same connection
                 pipe = self.store.redis.pipeline(transaction=False)
                 self._append(keys=keys, args=args, client=pipe)
-                index = self.store.run_durably(pipe)[0]
+                index = self.store.run_durably(pipe, k.audit_size())[0]
             else:  # one round trip (redis-py adds SCRIPT EXISTS to pipelines with scripts)
                 index = self._append(keys=keys, args=args)
         except redis.ResponseError as error:
             if _HEAD_MISSING in str(error):
                 raise AuditIntegrityError(None, "the log's head is missing; refusing to append") from None
             raise
-        return Appended(int(cast(int, index)), digest)
+        return Appended(int(cast(int, index)), digest, self.shard)
+
+    @property
+    def origin(self) -> str:
+        """The origin line of this log's checkpoints (its shard's, see gateway/audit/shards.py)."""
+        return shard_origin(self.keys.signer.name, self.shard)
 
     def forget_cached_state(self) -> None:
         """Drop what this process remembers of the log (the sealed size): after Redis may have
@@ -142,14 +153,14 @@ class AuditLog:
         self._sealed_hint = 0
 
     def size(self) -> int:
-        return int(cast(bytes | None, self.store.redis.get(self.store.keys.audit_size())) or 0)
+        return int(cast(bytes | None, self.store.redis.get(self.shard_keys.audit_size())) or 0)
 
     def read_entries(self, indexes: Sequence[int]) -> list[StoredEntry | str]:
         """The stored entries at ``indexes`` (a reason string where one cannot be read)."""
         results: list[StoredEntry | str] = []
         for start in range(0, len(indexes), READ_BATCH):
             chunk = indexes[start : start + READ_BATCH]
-            raws = cast(list[bytes | None], self.store.redis.hmget(self.store.keys.audit_entries(), chunk))
+            raws = cast(list[bytes | None], self.store.redis.hmget(self.shard_keys.audit_entries(), chunk))
             results.extend(read_entry(i, raw) for i, raw in zip(chunk, raws, strict=True))
         return results
 

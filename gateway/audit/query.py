@@ -83,6 +83,7 @@ class AuditFilter:
 class LoggedEvent:
     index: int
     event: AuditEvent
+    shard: int = 0  # the shard whose log ``index`` counts in
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +106,7 @@ class AuditQuery:
         if start is None or end is None:
             # Open on one side: bound only that side by the hours we know of.
             known = [f.decode().split(":")[0] for f in
-                     cast(list[bytes], self.log.store.redis.hkeys(self.log.store.keys.audit_hours()))]
+                     cast(list[bytes], self.log.store.redis.hkeys(self.log.shard_keys.audit_hours()))]
             hours = sorted({h for h in known if (start is None or h >= _hour(start))
                             and (end is None or h <= _hour(end))})
         else:
@@ -120,7 +121,7 @@ class AuditQuery:
         for i in range(0, len(hours), _HOURS_PER_READ):
             chunk = hours[i : i + _HOURS_PER_READ]
             fields_wanted = [f"{hour}:{edge}" for hour in chunk for edge in ("first", "last")]
-            pipe.hmget(self.log.store.keys.audit_hours(), fields_wanted)
+            pipe.hmget(self.log.shard_keys.audit_hours(), fields_wanted)
         for values in cast(list[list[bytes | None]], pipe.execute()):
             firsts += [int(v) for v in values[0::2] if v is not None]
             lasts += [int(v) for v in values[1::2] if v is not None]
@@ -128,7 +129,7 @@ class AuditQuery:
 
     def _candidates(self, flt: AuditFilter, cursor: int, hi: int, count: int) -> list[int]:
         """Up to ``count`` indexes ``>= cursor`` and ``<= hi`` that might match, ascending."""
-        redis_client, keys = self.log.store.redis, self.log.store.keys
+        redis_client, keys = self.log.store.redis, self.log.shard_keys
         dims = flt.dimensions()
         if dims:
             pipe = redis_client.pipeline(transaction=False)
@@ -177,7 +178,7 @@ class AuditQuery:
                     raise ValueError("not a JSON object")
                 if not flt.matches_data(data):
                     continue
-                loaded.append(LoggedEvent(index, decode_event(entry.event)))
+                loaded.append(LoggedEvent(index, decode_event(entry.event), self.log.shard))
             except (NonCanonicalEvent, ValueError) as error:
                 raise AuditIntegrityError(index, f"stored event is unreadable ({error})") from None
         return loaded
@@ -192,7 +193,7 @@ class AuditQuery:
     def latest_for_person(self, person: str, limit: int = 50) -> list[LoggedEvent]:
         """A person's most recent events, newest first (their access history page): the last
         ``limit`` entries of the person's index, one read."""
-        redis_client, keys = self.log.store.redis, self.log.store.keys
+        redis_client, keys = self.log.store.redis, self.log.shard_keys
         found = cast(list[bytes], redis_client.lrange(keys.audit_index("person", person), -limit, -1))
         boundary = archived_size(self.log)
         indexes = sorted((int(i) for i in found if int(i) >= boundary), reverse=True)

@@ -19,6 +19,7 @@ from gateway.audit.records import ZERO_HASH, StoredEntry, check_entry, read_entr
 if TYPE_CHECKING:
     from gateway.audit.tiles import RedisTiles
     from gateway.store import Store
+    from gateway.store.keys import AuditShardKeys
 
 _RAISE_TO = """
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -38,15 +39,17 @@ def link_problem(entry: StoredEntry, previous_leaf: bytes) -> str | None:
 
 
 class Sealer:
-    def __init__(self, store: Store, tiles: RedisTiles, mac_key: bytes, batch: int = SEAL_BATCH) -> None:
+    def __init__(self, store: Store, tiles: RedisTiles, mac_key: bytes, keys: AuditShardKeys,
+                 batch: int = SEAL_BATCH) -> None:
         self._store = store
+        self._keys = keys
         self._tiles = tiles
         self._mac_key = mac_key
         self._batch = batch
         self._raise_to = store.redis.register_script(_RAISE_TO)
 
     def sealed_size(self) -> int:
-        return int(cast(bytes | None, self._store.redis.get(self._store.keys.audit_sealed())) or 0)
+        return int(cast(bytes | None, self._store.redis.get(self._keys.audit_sealed())) or 0)
 
     def _resume(self, sealed: int) -> tuple[TreeBuilder, bytes]:
         """The builder's right edge at ``sealed`` and the last sealed leaf hash, in one read."""
@@ -62,7 +65,7 @@ class Sealer:
         if sealed >= up_to:
             return sealed
         builder, previous = self._resume(sealed)
-        entries_key = self._store.keys.audit_entries()
+        entries_key = self._keys.audit_entries()
         for start in range(sealed, up_to, self._batch):
             stop = min(up_to, start + self._batch)
             raws = cast(list[bytes | None], self._store.redis.hmget(entries_key, list(range(start, stop))))
@@ -78,6 +81,6 @@ class Sealer:
                 nodes.extend(builder.push(previous))
             pipe = self._store.redis.pipeline(transaction=True)
             self._tiles.queue_writes(pipe, nodes)
-            self._raise_to(keys=[self._store.keys.audit_sealed()], args=[stop], client=pipe)
+            self._raise_to(keys=[self._keys.audit_sealed()], args=[stop], client=pipe)
             pipe.execute()
         return up_to

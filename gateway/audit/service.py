@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import redis
 
-from gateway.audit.checkpointer import Checkpointer
-from gateway.audit.continuity import Continuity, ContinuityError
+from gateway.audit.checkpointer import Checkpointer, SignedCheckpoint
+from gateway.audit.combined import CheckpointRound, ShardedCheckpointer
+from gateway.audit.continuity import Continuity, ContinuityError, ShardedContinuity
 from gateway.audit.errors import AuditError
 from gateway.audit.events import AuditEvent
 from gateway.audit.keyfile import load_audit_keys
 from gateway.audit.log import Appended, AuditLog
 from gateway.audit.proofs import TlogProof, prove_latest
 from gateway.audit.query import AuditQuery
-from gateway.audit.verify import VerifyReport, verify_log
+from gateway.audit.shard_query import ShardedQuery
+from gateway.audit.shards import shard_of_event, shard_of_person
+from gateway.audit.verify import VerifyReport, verify_log, verify_shards
 
 if TYPE_CHECKING:
     from gateway.store import Store
@@ -30,16 +34,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """One shard's log, its checkpoints and (in a serving gateway) its continuity."""
+
+    log: AuditLog
+    checkpointer: Checkpointer
+    continuity: Continuity | None
+
+
 class AuditService:
     def __init__(self, store: Store, keys_dir: Path, origin: str, every_events: int = 1000,
                  every_seconds: float = 60.0, sealer: KekSealer | None = None,
-                 data_dir: Path | None = None) -> None:
+                 data_dir: Path | None = None, shards: int = 1) -> None:
         self.keys = load_audit_keys(keys_dir, origin, sealer)
-        self.log = AuditLog(store, self.keys)
-        self.checkpointer = Checkpointer(self.log, self.keys.signer, every_events, every_seconds)
+        logs = [AuditLog(store, self.keys, shard) for shard in range(shards)]
         # Only a serving gateway remembers what it signed; CLI commands open the log without.
-        self.continuity = Continuity(self.log, self.keys.signer, data_dir) if data_dir else None
-        self.query = AuditQuery(self.log)
+        self.shards = [
+            Shard(shard_log, Checkpointer(shard_log, self.keys.signer, every_events, every_seconds),
+                  Continuity(shard_log, self.keys.signer, data_dir) if data_dir else None)
+            for shard_log in logs]
+        self.log = logs[0]  # the log, when there is one shard
+        self.checkpointer = self.shards[0].checkpointer
+        # With several shards every round of checkpoints ends in one note signed over all.
+        self.combined = ShardedCheckpointer([s.checkpointer for s in self.shards]) if shards > 1 else None
+        continuities = [s.continuity for s in self.shards if s.continuity is not None]
+        self.continuity: Continuity | ShardedContinuity | None = (
+            None if not continuities else continuities[0] if shards == 1 else ShardedContinuity(continuities))
+        self.query = ShardedQuery([AuditQuery(shard_log) for shard_log in logs])
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -48,9 +70,13 @@ class AuditService:
         """The published key (``<origin>+<id>+<base64>``) anyone checks checkpoints and proofs with."""
         return self.keys.signer.verifier.to_string()
 
+    def shard_of_person(self, person: str) -> int:
+        """The shard holding every event of ``person`` (gateway/audit/shards.py)."""
+        return shard_of_person(person, len(self.shards))
+
     def record(self, event: AuditEvent, event_id: str | None = None) -> Appended:
-        """Append ``event`` (one round trip); when a checkpoint falls due, wake the checkpoint
-        thread (or, without one, seal and sign right here).
+        """Append ``event`` to its shard (one round trip); when a checkpoint falls due, wake the
+        checkpoint thread (or, without one, seal and sign right here).
 
         An append failure propagates: the caller must not release data it could not record.
         A checkpointing failure is logged, not raised — the event is already recorded, and
@@ -59,9 +85,10 @@ class AuditService:
         if self.continuity is not None and self.continuity.problem is not None:
             # Never append to (nor later sign) a log that does not continue the one we signed.
             raise ContinuityError(self.continuity.problem)
-        appended = self.log.append_event(event, event_id)
+        shard = self.shards[shard_of_event(event, len(self.shards))]
+        appended = shard.log.append_event(event, event_id)
         try:
-            due = self.checkpointer.due_after(appended.index)
+            due = shard.checkpointer.due_after(appended.index)
         except redis.RedisError as error:  # the event is recorded: the request goes on
             log.warning("audit checkpoint check failed", extra={"reason": type(error).__name__})
             due = False
@@ -76,18 +103,38 @@ class AuditService:
         if self.continuity is not None and self.continuity.problem is not None:
             return
         try:
-            signed = self.checkpointer.maybe_checkpoint()
-            if signed is not None and self.continuity is not None:
-                self.continuity.remember(signed)
+            if self.combined is None:
+                self._remember(self.shards[0], self.checkpointer.maybe_checkpoint())
+            else:
+                self._remember_round(self.combined.maybe_checkpoint())
         except (AuditError, redis.RedisError) as error:
             log.error("audit checkpoint failed", extra={"reason": str(error)})
 
-    def prove(self, index: int) -> TlogProof:
-        """A c2sp.org/tlog-proof for entry ``index`` against the latest checkpoint."""
-        return prove_latest(self.checkpointer, index)
+    def _remember(self, shard: Shard, signed: SignedCheckpoint | None) -> None:
+        if signed is not None and shard.continuity is not None:
+            shard.continuity.remember(signed)
+
+    def _remember_round(self, done: CheckpointRound | None) -> None:
+        for shard, signed in zip(self.shards, done.shards if done else (), strict=False):
+            self._remember(shard, signed)
+
+    def prove(self, index: int, shard: int = 0) -> TlogProof:
+        """A c2sp.org/tlog-proof for entry ``index`` of ``shard`` against its latest checkpoint
+        (with several shards, one listed in the latest combined checkpoint: a round is signed
+        first if the shard's latest checkpoint does not cover the entry)."""
+        if not 0 <= shard < len(self.shards):
+            raise AuditError(f"there is no audit shard {shard}")
+        checkpointer = self.shards[shard].checkpointer
+        latest = checkpointer.latest()
+        if self.combined is not None and (latest is None or latest.checkpoint.size <= index):
+            self._remember_round(self.combined.checkpoint())
+        return prove_latest(checkpointer, index)
 
     def verify(self) -> VerifyReport:
-        return verify_log(self.log)
+        """Every shard, and with several, every combined checkpoint over them."""
+        if self.combined is None:
+            return verify_log(self.log)
+        return verify_shards([shard.log for shard in self.shards])
 
     def start_checkpointing(self, stop: threading.Event) -> threading.Thread:
         """Seal and sign in a daemon thread until ``stop`` is set: woken by :meth:`record` when

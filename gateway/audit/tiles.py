@@ -2,10 +2,10 @@
 
 Each tree level is cut into *tiles* of ``TILE_WIDTH`` consecutive node hashes; a tile is one
 Redis string holding the 32-byte hashes back to back, so node ``(level, index)`` lives at byte
-``32 * (index % TILE_WIDTH)`` of key ``{audit}:tile:<level>:<index // TILE_WIDTH>``. Writing a
-node is ``SETRANGE``, which is idempotent: two processes filling the same node write the same
-bytes, so no lock is needed. Bytes not yet written read as zeros (``SETRANGE`` pads), and an
-all-zero "hash" is taken as "not stored".
+``32 * (index % TILE_WIDTH)`` of key ``{audit}:tile:<level>:<index // TILE_WIDTH>`` (or the
+shard's tag for shards > 0). Writing a node is ``SETRANGE``, which is idempotent: two
+processes filling the same node write the same bytes, so no lock is needed. Bytes not yet
+written read as zeros (``SETRANGE`` pads), and an all-zero "hash" is taken as "not stored".
 
 A 2 MiB tile keeps every key small enough to migrate between cluster nodes, and stays far from
 Redis' 512 MB string limit however long the log grows.
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import redis
     from redis.client import Pipeline
 
-    from gateway.store import KeySpace
+    from gateway.store.keys import AuditShardKeys
 
 TILE_WIDTH = 1 << 16
 _ABSENT = bytes(HASH_SIZE)
@@ -31,7 +31,7 @@ _ABSENT = bytes(HASH_SIZE)
 class RedisTiles:
     """Reads and writes subtree hashes; implements :class:`gateway.audit.merkle.SubtreeReader`."""
 
-    def __init__(self, client: redis.Redis, keys: KeySpace) -> None:
+    def __init__(self, client: redis.Redis, keys: AuditShardKeys) -> None:
         self._redis = client
         self._keys = keys
 

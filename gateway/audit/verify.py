@@ -21,15 +21,16 @@ naming what differs, the value found in the log and the one configured.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, cast
 
 from gateway.audit.boundary import archived_size
 from gateway.audit.checkpoint import Checkpoint, verify_checkpoint
 from gateway.audit.checkpointer import stored_notes
+from gateway.audit.combined import stored_combined_notes, verify_combined
 from gateway.audit.errors import AuditError, CheckpointError
 from gateway.audit.export import ExportReader
-from gateway.audit.merkle import EMPTY_ROOT, Coord, TreeBuilder
+from gateway.audit.merkle import EMPTY_ROOT, Coord, TreeBuilder, root_at
 from gateway.audit.note import _split as split_note
 from gateway.audit.records import ZERO_HASH, check_entry, read_entry
 from gateway.audit.sealer import link_problem
@@ -55,6 +56,7 @@ class Problem:
     index: int | None  # None: not tied to one entry (a checkpoint's signature, say)
     reason: str
     mismatch: Mismatch | None = None  # set when it is a settings mismatch, not tampering
+    shard: int | None = None  # with several shards: the shard ``index`` counts in
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +66,7 @@ class VerifyReport:
     checkpoints_checked: int
     latest_checkpoint: int  # tree size of the newest verified checkpoint (0: none)
     problem: Problem | None
+    shards: tuple[VerifyReport, ...] = ()  # with several shards: each one's report (sums above)
 
     @property
     def ok(self) -> bool:
@@ -300,9 +303,9 @@ def verify_log(log: AuditLog, verifiers: list[NoteVerifier] | None = None) -> Ve
 def _verify_live(log: AuditLog, verifiers: list[NoteVerifier] | None) -> VerifyReport:
     trusted = verifiers if verifiers is not None else [log.keys.signer.verifier]
     notes = [note for _, note in stored_notes(log)]
-    redis_client, keys = log.store.redis, log.store.keys
+    redis_client, keys = log.store.redis, log.shard_keys
     size, sealed = log.size(), log.sealer.sealed_size()
-    checkpoints, problem = _open_checkpoints(notes, trusted, log.keys.signer.name)
+    checkpoints, problem = _open_checkpoints(notes, trusted, log.origin)
     scan = _Scan(checkpoints, log.keys.mac_key)
     if problem is not None:
         return scan.report(size, problem)
@@ -335,3 +338,52 @@ def _verify_live(log: AuditLog, verifiers: list[NoteVerifier] | None) -> VerifyR
     if redis_client.hexists(keys.audit_entries(), str(size)):
         return scan.report(size, Problem(size, "an entry is stored beyond the log's size"))
     return scan.report(size, scan.finish(size))
+
+
+def verify_shards(logs: list[AuditLog], verifiers: list[NoteVerifier] | None = None) -> VerifyReport:
+    """Check every shard as :func:`verify_log` does, then every combined checkpoint against
+    the shards: sums over the shards, the first problem carrying its shard."""
+    reports = tuple(verify_log(log, verifiers) for log in logs)
+    problem = next((replace(report.problem, shard=shard) for shard, report in enumerate(reports)
+                    if report.problem is not None), None)
+    combined = 0
+    if problem is None:
+        combined, problem = _combined_problem(logs, verifiers)
+    return VerifyReport(sum(r.size for r in reports), sum(r.entries_checked for r in reports),
+                        sum(r.checkpoints_checked for r in reports) + combined,
+                        sum(r.latest_checkpoint for r in reports), problem, reports)
+
+
+def _combined_problem(logs: list[AuditLog],
+                      verifiers: list[NoteVerifier] | None) -> tuple[int, Problem | None]:
+    """Each combined note: signed by a trusted key, listing every shard, no shard shrinking
+    from one note to the next, and each shard's size and root what its (verified) tree says."""
+    first = logs[0]
+    trusted = verifiers if verifiers is not None else [first.keys.signer.verifier]
+    sizes = [log.size() for log in logs]
+    sealed = [log.sealer.sealed_size() for log in logs]
+    floor = [0] * len(logs)
+    notes = stored_combined_notes(first)
+    for number, (_, note) in enumerate(notes):
+        try:
+            combined = verify_combined(note, trusted, first.keys.signer.name, len(logs))
+        except CheckpointError as error:
+            return number, Problem(None, f"combined checkpoint #{number}: {error}")
+        for shard, (log, listed) in enumerate(zip(logs, combined.shards, strict=True)):
+            if listed.size < floor[shard]:
+                return number, Problem(None, f"combined checkpoint #{number} lists {listed.size} entries "
+                                             f"where an earlier one listed {floor[shard]}", shard=shard)
+            floor[shard] = listed.size
+            if listed.size > sizes[shard]:
+                return number, Problem(sizes[shard], f"a combined checkpoint lists {listed.size} entries "
+                                                     f"but the shard holds {sizes[shard]}: entries from "
+                                                     f"{sizes[shard]} on were removed", shard=shard)
+            if listed.size > sealed[shard]:
+                return number, Problem(sealed[shard], f"a combined checkpoint lists {listed.size} "
+                                                      f"entries but the tree is sealed to {sealed[shard]}",
+                                       shard=shard)
+            root = root_at(listed.size, log.tiles) if listed.size else EMPTY_ROOT
+            if root != listed.root:
+                return number, Problem(None, f"combined checkpoint #{number}: the shard's first "
+                                             f"{listed.size} entries have another root", shard=shard)
+    return len(notes), None

@@ -164,7 +164,7 @@ def _record_key_event(settings: Settings, what: str) -> None:
     store = open_store(settings)
     try:
         audit = AuditService(store, settings.keys_dir, settings.audit_log_origin,
-                             sealer=sealer_for(settings))
+                             sealer=sealer_for(settings), shards=settings.audit_shards)
         audit.record(AuditEvent(actor_type="staff", actor_id="cli", action="key_rotated",
                                 purpose=what))
     finally:

@@ -327,6 +327,10 @@ class Settings(BaseSettings):
     )
     audit_checkpoint_events: int = Field(default=1000, ge=1, le=1_000_000)
     audit_checkpoint_seconds: float = Field(default=60.0, ge=1.0, le=86400.0)
+    audit_shards: int = Field(
+        default=1, ge=1, le=64,
+        description="Audit logs, each in its own Redis slot; a person's events stay in one. "
+                    "Fixed for a log's lifetime (docs/audit.md, \"Shards\").")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_token_sha256: str = Field(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.audit import AuditKeys, AuditLog, Checkpointer, load_audit_keys
+from gateway.audit import AuditKeys, AuditLog, AuditService, Checkpointer, load_audit_keys
 from gateway.store import Store
 from tests.audit.factories import ORIGIN
 
@@ -34,3 +34,21 @@ def make_checkpointer(audit_log: AuditLog, audit_keys: AuditKeys) -> Callable[..
         return Checkpointer(audit_log, audit_keys.signer, **options)
 
     return make
+
+
+SHARDS = 3
+
+
+@pytest.fixture
+def make_sharded(store: Store, audit_keys_dir: Path) -> Callable[..., AuditService]:
+    """An AuditService over SHARDS shards on the test store (checkpoints only when asked)."""
+    def make(**options: Any) -> AuditService:
+        values: dict[str, Any] = {"every_events": 1_000_000, "every_seconds": 3600, "shards": SHARDS}
+        return AuditService(store, audit_keys_dir, ORIGIN, **(values | options))
+
+    return make
+
+
+@pytest.fixture
+def sharded(make_sharded: Callable[..., AuditService]) -> AuditService:
+    return make_sharded()

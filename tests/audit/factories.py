@@ -30,3 +30,8 @@ def make_event(n: int = 0, **overrides: Any) -> AuditEvent:
 def fill(log: AuditLog, count: int, start: int = 0) -> list[bytes]:
     """Append ``count`` events; returns their leaf hashes."""
     return [log.append_event(make_event(start + i)).leaf_hash for i in range(count)]
+
+
+def person_event(n: int, **overrides: Any) -> AuditEvent:
+    """Event ``n`` of person ``person-<n % 40>``: many persons, so every shard gets some."""
+    return make_event(n, **({"person": f"person-{n % 40}"} | overrides))

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
-from gateway.audit import AuditKeys, AuditLog, Checkpointer
+import pytest
+
+from gateway.audit import AuditKeys, AuditLog, AuditService, Checkpointer
 from gateway.audit.checkpoint import Checkpoint, verify_checkpoint
-from gateway.audit.continuity import Continuity
+from gateway.audit.continuity import Continuity, ContinuityError, ContinuityFile, ShardedContinuity
 from gateway.store import Store
-from tests.audit.factories import fill
+from tests.audit.conftest import SHARDS
+from tests.audit.factories import fill, person_event
 
 
 def signed_at(log: AuditLog, keys: AuditKeys, continuity: Continuity, entries: int) -> Checkpoint:
@@ -132,3 +136,23 @@ def test_another_host_adopts_a_new_epoch_signed_on_the_record(
     assert remembered is not None and remembered.epoch == 2
     store.redis.set(store.keys.audit_store_id(), "e" * 32)  # an unsigned switch is not adopted
     assert theirs.check() is not None
+
+
+def test_one_emptied_shard_stops_the_gateway_naming_the_shard(make_sharded: Callable[..., AuditService],
+                                                              tmp_path: Path) -> None:
+    service = make_sharded(data_dir=tmp_path / "data", every_events=5)
+    continuity = service.continuity
+    assert isinstance(continuity, ShardedContinuity) and continuity.check() is None
+    for n in range(30):
+        service.record(person_event(n))  # rounds of checkpoints, each remembered per shard
+    remembered = [ContinuityFile(tmp_path / "data", shard).load() for shard in range(SHARDS)]
+    assert all(r is not None and r.size > 0 for r in remembered)
+    emptied = service.shards[1].log
+    for key in list(emptied.store.redis.scan_iter(match=f"{emptied.store.keys.prefix}{{audit:1}}*")):
+        emptied.store.redis.delete(key)
+    problem = continuity.check()
+    assert problem is not None and problem.startswith("audit shard 1: Redis has lost the gateway's data")
+    broken = [shard.continuity.problem is not None for shard in service.shards if shard.continuity]
+    assert broken == [False, True, False]
+    with pytest.raises(ContinuityError):
+        service.record(person_event(3))  # no shard takes events while one lost its data
