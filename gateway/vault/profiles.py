@@ -1,8 +1,14 @@
-"""Profiles at rest: one Redis hash per person, every field sealed under the person's data key.
+"""Profiles at rest: one Redis hash per person, sealed under the person's data key.
 
-Field values are JSON-encoded, then sealed with the field's name in the associated data, so
-a value moved to another field or person does not open. Nothing of the profile is stored in
-clear; erasing the person's data key (crypto-shredding) makes every copy unreadable.
+The whole profile (a JSON object, field name to value) is sealed as one blob, stored as the
+hash's only field :data:`WHOLE_PROFILE`, with that name and the person in the associated
+data, so it opens only as this person's profile. One blob instead of one per field saves
+the 33 bytes of version, key id, nonce and tag per field and, since most sealed fields
+exceed Redis's 64-byte listpack limit anyway, a hash of one entry instead of a hash table
+of many: about 450 instead of 800 bytes for a profile of eight fields. Hashes written
+before (every field sealed on its own, JSON-encoded, with its name in the associated data)
+are still read; the next save replaces them. Nothing of the profile is stored in clear;
+erasing the person's data key (crypto-shredding) makes every copy unreadable.
 
 Erasure reaches every process at once, with no extra round trip:
 
@@ -28,9 +34,10 @@ from gateway.vault.envelope import Envelope
 from gateway.vault.errors import DataKeyErasedError, ProfileWriteConflictError
 
 # KEYS[1] wrapped data key, KEYS[2] profile, KEYS[3] erasure marker (all in the person's
-# slot). ARGV[1] the wrapped data key (69 bytes) the fields were sealed under, then
-# field/blob pairs. -1: the person is marked erased; 0: the wrapped key changed (erased,
-# re-created or rewrapped) since it was read; 1: stored.
+# slot). ARGV[1] the wrapped data key (69 bytes) the profile was sealed under, then
+# field/blob pairs (one: WHOLE_PROFILE and the sealed profile; none for an empty one).
+# -1: the person is marked erased; 0: the wrapped key changed (erased, re-created or
+# rewrapped) since it was read; 1: stored.
 _SAVE = """
 if redis.call('EXISTS', KEYS[3]) == 1 then return -1 end
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -40,6 +47,9 @@ return 1
 """
 
 _SAVE_ATTEMPTS = 2
+
+WHOLE_PROFILE = "*"
+"""The one field of a profile sealed whole; never a profile field's name (save refuses it)."""
 
 
 class SealedProfiles:
@@ -67,8 +77,10 @@ class SealedProfiles:
         get-or-create returns (a fresh one after an erasure). Raises
         :class:`DataKeyErasedError` if the person is marked erased (nothing is stored) and
         :class:`ProfileWriteConflictError` if the key changed during both attempts."""
-        values = {name: json.dumps(value, ensure_ascii=False) for name, value in profile.items()
-                  if value is not None}
+        if WHOLE_PROFILE in profile:
+            raise ValueError(f"{WHOLE_PROFILE!r} cannot name a profile field")
+        present = {name: value for name, value in profile.items() if value is not None}
+        values = {WHOLE_PROFILE: json.dumps(present, ensure_ascii=False)} if present else {}
         keys = self._store.keys
         redis_keys = [keys.vault_data_key(person_id), self._key(person_id), keys.person_erased(person_id)]
         for _ in range(_SAVE_ATTEMPTS):
@@ -136,8 +148,11 @@ class SealedProfiles:
             return {}
         key = self.envelope.key_from_wrapped(person_id, wrapped)
         sealed = {name.decode(): blob for name, blob in raw.items()}
-        return {name: json.loads(value) for name, value in
-                self.envelope.open_profile(person_id, sealed, key).items()}
+        opened = self.envelope.open_profile(person_id, sealed, key)
+        if set(opened) == {WHOLE_PROFILE}:
+            return cast(dict[str, Any], json.loads(opened[WHOLE_PROFILE]))
+        # Written before profiles were sealed whole: one sealed JSON value per field.
+        return {name: json.loads(value) for name, value in opened.items()}
 
     # -- erasure -----------------------------------------------------------------------
 
