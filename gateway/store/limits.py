@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, cast
 
 from gateway.config import Settings
 from gateway.config.settings import RateLimit
+from gateway.store.scripts import LuaScript
 
 if TYPE_CHECKING:
     import redis
-    from redis.commands.core import Script
 
     from gateway.store.keys import KeySpace
 
@@ -100,8 +100,8 @@ class RateLimits:
     def __init__(self, client: redis.Redis, keys: KeySpace) -> None:
         self._client = client
         self._keys = keys
-        self._take = client.register_script(_TAKE)
-        self._peek = client.register_script(_PEEK)
+        self._take = LuaScript(client, _TAKE)
+        self._peek = LuaScript(client, _PEEK)
 
     def take(self, hits: Sequence[tuple[Limit, str]]) -> Spent:
         """Spend one request from each ``(limit, subject)`` bucket, in one round trip."""
@@ -113,15 +113,16 @@ class RateLimits:
         replies = self._run(self._peek, hits)
         return Spent(tuple(r / 1000.0 for r in replies), tuple(0.0 for _ in replies))
 
-    def _run(self, script: Script, hits: Sequence[tuple[Limit, str]]) -> list[int]:
+    def _run(self, script: LuaScript, hits: Sequence[tuple[Limit, str]]) -> list[int]:
         calls = [([self._keys.rate_limit(limit.name, subject_digest(subject))],
                   [limit.interval_ms, limit.interval_ms * limit.rate.burst]) for limit, subject in hits]
-        if len(calls) == 1:  # one round trip (a pipeline with a script costs a SCRIPT EXISTS more)
+        if len(calls) == 1:  # EVALSHA: the source is not sent
             keys, args = calls[0]
-            return [int(cast(int, script(keys=keys, args=args)))]
+            return [int(cast(int, script(keys, args)))]
+        # One round trip (on a cluster: one per node, side by side); each bucket its own call.
         pipe = self._client.pipeline(transaction=False)
         for keys, args in calls:
-            script(keys=keys, args=args, client=pipe)
+            script.queue(pipe, keys, args)
         return [int(reply) for reply in cast(list[int], pipe.execute())]  # none queued: no round trip
 
 

@@ -28,6 +28,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.store import Store
+from gateway.store.scripts import LuaScript
 from gateway.vault.cache import DataKey
 from gateway.vault.errors import SealedDataError
 from gateway.vault.keyring import KeyRing
@@ -106,8 +107,8 @@ class DataKeyStore:
     def __init__(self, store: Store, ring: KeyRing) -> None:
         self._store = store
         self._ring = ring
-        self._get_or_set = store.redis.register_script(_GET_OR_SET)
-        self._compare_and_set = store.redis.register_script(_COMPARE_AND_SET)
+        self._get_or_set = LuaScript(store.redis, _GET_OR_SET)
+        self._compare_and_set = LuaScript(store.redis, _COMPARE_AND_SET)
 
     @property
     def ring(self) -> KeyRing:
@@ -121,8 +122,7 @@ class DataKeyStore:
         """The person's data key, created on first use; one round trip either way."""
         material = secrets.token_bytes(DATA_KEY_BYTES)
         candidate = wrap(self._ring, person_id, int.from_bytes(secrets.token_bytes(4), "big"), material)
-        stored = cast(bytes, self._get_or_set(keys=[self._store.keys.vault_data_key(person_id)],
-                                              args=[candidate]))
+        stored = cast(bytes, self._get_or_set([self._store.keys.vault_data_key(person_id)], [candidate]))
         if stored == candidate:
             return _as_data_key(parse_header(candidate), material, candidate)
         return _as_data_key(*unwrap(self._ring, person_id, stored), stored)
@@ -207,5 +207,5 @@ class DataKeyStore:
             return 0
         pipe = self._store.redis.pipeline(transaction=False)
         for redis_key, old, new in changes:
-            self._compare_and_set(keys=[redis_key], args=[old, new], client=pipe)
+            self._compare_and_set.queue(pipe, [redis_key], [old, new])
         return sum(int(cast(int, reply)) for reply in pipe.execute())

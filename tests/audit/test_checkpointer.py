@@ -227,10 +227,10 @@ import sys, time
 from pathlib import Path
 from gateway.audit import AuditLog, Checkpointer, load_audit_keys
 from gateway.store import Store
-from gateway.store.connection import redis_client
+from tests.live import redis_for
 
 url, prefix, keys_dir, origin = sys.argv[1:5]
-store = Store(redis_client(url), prefix)
+store = Store(redis_for(url), prefix)
 keys = load_audit_keys(Path(keys_dir), origin)
 log = AuditLog(store, keys)
 def hang(size):

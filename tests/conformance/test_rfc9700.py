@@ -872,12 +872,12 @@ def test_4_8_no_code_is_ever_issued_without_a_pkce_challenge(
     with a code the gateway never issued is rejected."""
     browser = Browser(client)
     sign_in(browser, shop)
-    codes_before = list(store.redis.scan_iter(match=f"{store.keys.prefix}code:*"))
+    codes_before = list(store.redis.scan_iter(match=f"{store.keys.prefix}{{*}}:code:*"))
     params = authorize_params(shop, "")
     del params["code_challenge"], params["code_challenge_method"]
     answer = redirected_error(authorize(browser, params), shop)
     assert answer["error"] == "invalid_request"
-    assert list(store.redis.scan_iter(match=f"{store.keys.prefix}code:*")) == codes_before
+    assert list(store.redis.scan_iter(match=f"{store.keys.prefix}{{*}}:code:*")) == codes_before
     forged = redeem(client, shop, secrets.token_urlsafe(32), pkce_pair()[0])
     assert oauth_error(forged) == "invalid_grant"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx2 as httpx
 
 from tests.conftest import REPO_POLICIES
-from tests.live import free_port
+from tests.live import free_port, gateway_free_environment
 
 GATEWAY = str(Path(sys.executable).with_name("gateway"))
 
@@ -42,7 +42,7 @@ class GatewayProcess:
         return self.root / "gateway.log"
 
     def env(self) -> dict[str, str]:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        base = gateway_free_environment()
         return {**base, "GATEWAY_ISSUER": self.url, "GATEWAY_REDIS_URL": self.redis_url,
                 "GATEWAY_REDIS_KEY_PREFIX": "cgfault:", "GATEWAY_DEMO": "true",
                 "GATEWAY_KEYS_DIR": str(self.root / "keys"), "GATEWAY_DATA_DIR": str(self.root / "data"),

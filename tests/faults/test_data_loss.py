@@ -14,7 +14,7 @@ import pytest
 from tests.faults.gateway_process import GatewayProcess
 from tests.redis_server import RedisServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_redis]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:

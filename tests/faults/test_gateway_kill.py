@@ -19,7 +19,7 @@ from tests.conftest import Browser, ShopHandle, exchange_code, query_of, sign_in
 from tests.faults.gateway_process import GatewayProcess
 from tests.redis_server import RedisServer
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_redis]
 
 
 def burst(gateway: GatewayProcess, shop: ShopHandle, stop: threading.Event,

@@ -31,7 +31,7 @@ from tests.conftest import Browser, ShopHandle, exchange_code, query_of, sign_in
 from tests.faults.gateway_process import GatewayProcess
 from tests.redis_server import RedisServer
 
-pytestmark = pytest.mark.slow  # about 25 s: two gateway workers, two outages
+pytestmark = [pytest.mark.slow, pytest.mark.own_redis]  # about 25 s: two gateway workers, two outages
 
 NORMAL = {"userinfo": 200, "token": 400, "ready": 200}
 CLIENT_TIMEOUT = 15.0  # above the gateway's Redis socket timeout: a slow answer is not a drop

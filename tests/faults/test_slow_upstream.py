@@ -20,7 +20,6 @@ none may be made, once the people have their answers.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import select
@@ -42,7 +41,6 @@ import pytest
 import yaml
 
 from gateway.oidc.clients import issue_client_secret
-from gateway.store.connection import redis_client
 from tests.conftest import (
     DEFAULT_POLICY,
     REPO_POLICIES,
@@ -54,7 +52,7 @@ from tests.conftest import (
     query_of,
     sign_in,
 )
-from tests.live import ROOMY_RATE_LIMIT, free_port
+from tests.live import ROOMY_RATE_LIMIT, free_port, gateway_free_environment, redis_for
 
 pytestmark = pytest.mark.slow
 
@@ -210,7 +208,7 @@ def gateway(tmp_path: Path, redis_url: str) -> Iterator[Callable[[dict[str, str]
     def start(extra_env: dict[str, str]) -> Gateway:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        env = gateway_free_environment()
         env |= {"GATEWAY_ISSUER": url, "GATEWAY_REDIS_URL": redis_url,
                 "GATEWAY_REDIS_KEY_PREFIX": prefix, "GATEWAY_DEMO": "true",
                 "GATEWAY_KEYS_DIR": str(tmp_path / "keys"), "GATEWAY_DATA_DIR": str(tmp_path / "data"),
@@ -245,7 +243,7 @@ def gateway(tmp_path: Path, redis_url: str) -> Iterator[Callable[[dict[str, str]
             except subprocess.TimeoutExpired:
                 running.process.kill()
                 running.process.wait(timeout=5)
-    client = redis_client(redis_url)
+    client = redis_for(redis_url)
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     if keys:
         client.delete(*keys)

@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 import httpx2 as httpx
 
 from tests.conftest import Browser, ShopHandle, exchange_code, query_of, sign_in
-from tests.live import ROOMY_RATE_LIMIT
+from tests.live import ROOMY_RATE_LIMIT, gateway_free_environment
 
 STARTUP_TIMEOUT = 60.0
 HTTP_TIMEOUT = 15.0
@@ -270,7 +270,7 @@ def start_gateway(*, port: int, shop: ShopHandle, redis_url: str, key_prefix: st
                   workers: int = 2, extra_env: dict[str, str] | None = None) -> LiveGateway:
     """Start ``gateway serve --workers N`` in its own process group; wait for ``/healthz``."""
     origin = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env = gateway_free_environment()
     env.update({
         "GATEWAY_ISSUER": origin,
         "GATEWAY_DEMO": "true",

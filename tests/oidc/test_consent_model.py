@@ -50,7 +50,6 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.store import Store
-from gateway.store.connection import redis_client
 from tests.conftest import (
     DEFAULT_POLICY,
     ISSUER,
@@ -61,6 +60,7 @@ from tests.conftest import (
     query_of,
     sign_in,
 )
+from tests.live import redis_for
 
 SHOPS = ("shop-a", "shop-b")
 PERSON = "li-lei"
@@ -174,7 +174,7 @@ def gateways(make_shop: Callable[..., ShopHandle], make_settings: Callable[..., 
     Each gateway has its own key prefix nested under the ``store`` fixture's (which deletes
     them all afterwards) and its own data directory (the audit log's continuity file)."""
     shops = {client_id: make_shop(client_id) for client_id in SHOPS}
-    redis = redis_client(redis_url)
+    redis = redis_for(redis_url)
     numbers = itertools.count()
 
     def new_client() -> TestClient:

@@ -115,7 +115,8 @@ def test_withdrawal_ends_tokens_mid_rotation_and_their_successors(client: TestCl
     old = service.peek_refresh_token(tokens["refresh_token"])
     assert old is not None
     AccountService(provider(client)).withdraw(person_of(store, shop), shop.client_id)
-    successor = {"access_token": "a" * 43, "refresh_token": "r" * 43, "scope": old.scope}
+    successor = {"access_token": service.new_credential(old.person_id),
+                 "refresh_token": service.new_credential(old.person_id), "scope": old.scope}
     assert service.exchange(old, successor) in (Exchange.STALE, Exchange.UNKNOWN)
     assert works(client, shop, tokens) == []
     assert service.find_access_token(successor["access_token"]) is None
@@ -131,7 +132,8 @@ def test_a_replay_seen_before_the_winner_saves_kills_the_winners_tokens(
     first = service.peek_code(code)
     assert first is not None
     assert exchange_code(client, shop, code, verifier).status_code == 200  # the other request
-    late = {"access_token": "b" * 43, "refresh_token": "c" * 43, "scope": first.scope}
+    late = {"access_token": service.new_credential(first.person_id),
+            "refresh_token": service.new_credential(first.person_id), "scope": first.scope}
     assert service.exchange(first, late) is Exchange.REPLAYED
     assert service.find_access_token(late["access_token"]) is None
     replay = exchange_code(client, shop, code, verifier)
@@ -163,7 +165,8 @@ def test_a_code_is_not_issued_under_a_generation_that_changed(client: TestClient
     record = AuthorizationCode(client_id=shop.client_id, person_id=person, redirect_uri=shop.redirect_uri,
                                scope="openid", family=new_family(), auth_time=0)
     try:
-        provider(client).tokens.issue_code("d" * 43, record, state.generation)
+        provider(client).tokens.issue_code(provider(client).tokens.new_credential(person), record,
+                                           state.generation)
     except StaleGrantError:
         pass
     else:

@@ -52,7 +52,7 @@ def test_code_used_twice_fails_and_revokes_the_first_tokens(client: TestClient, 
 
 def test_expired_code_is_invalid_grant(client: TestClient, shop: ShopHandle, store: Any) -> None:
     code, verifier = signed_in_code(client, shop)
-    for key in store.redis.scan_iter(match=f"{store.keys.prefix}code:*"):
+    for key in store.redis.scan_iter(match=f"{store.keys.prefix}{{*}}:code:*"):
         store.redis.pexpire(key, 1)
     import time
 

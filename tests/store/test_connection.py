@@ -10,6 +10,8 @@ from gateway.config import Settings
 from gateway.errors import ConfigError
 from gateway.store import open_store
 
+pytestmark = pytest.mark.own_redis  # embedded or throwaway servers
+
 
 def test_embedded_redis_starts_with_append_only_persistence(tmp_path: Path) -> None:
     store = open_store(Settings(redis_url="", data_dir=tmp_path / "data"))

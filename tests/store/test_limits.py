@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from gateway.config.settings import RateLimit
 from gateway.store import Store
-from gateway.store.connection import redis_client
 from gateway.store.keys import KeySpace
 from gateway.store.limits import Limit, RateLimits, subject_digest
+from tests.live import redis_for
 
 HOURLY = RateLimit(count=1, per_seconds=3600, burst=20)  # nothing refills during a test
 
@@ -76,7 +76,7 @@ def test_threads_racing_on_one_bucket_get_exactly_the_burst(store: Store) -> Non
 
 
 def _hammer(url: str, prefix: str, attempts: int, results: multiprocessing.Queue[int]) -> None:
-    client = redis_client(url)
+    client = redis_for(url)
     limits = RateLimits(client, KeySpace(prefix))
     allowed = sum(limits.take([(Limit("race", HOURLY), "x")]).retry_after == 0.0 for _ in range(attempts))
     client.close()

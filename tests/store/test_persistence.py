@@ -15,6 +15,8 @@ from gateway.errors import ConfigError
 from gateway.store import open_store
 from tests.redis_server import RedisServer
 
+pytestmark = pytest.mark.own_redis  # embedded or throwaway servers
+
 
 def settings(tmp_path: Path, **values: object) -> Settings:
     return Settings(**{"issuer": "https://gateway.test", "data_dir": tmp_path / "data",

@@ -21,7 +21,7 @@ from gateway.store.connection import open_store
 from tests.conftest import ISSUER, Browser, ShopHandle, exchange_code, query_of, sign_in
 from tests.redis_server import SentinelGroup
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.own_redis]
 
 
 @pytest.fixture

@@ -21,10 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.store import Store
-from gateway.store.connection import redis_client
 from gateway.vault import DataKeyCache, DataKeyStore, Envelope, KeyRing, MasterKey, rewrap_data_keys
 from gateway.vault.errors import DataKeyErasedError, ProfileWriteConflictError
 from gateway.vault.profiles import SealedProfiles
+from tests.live import redis_for
 
 PROFILE = {"email": "lilei@example.com", "nickname": "李雷"}
 
@@ -274,7 +274,7 @@ def _reader(url: str, prefix: str, ring_dir: str, master: bytes, erased: Any, co
             ready: Any, stop: Any) -> None:
     """Reads p1 in a loop, as a live read and from a copy; ``counts``: opens before the
     erasure, attempts started after ``erase()`` returned, opens among those."""
-    store = Store(redis_client(url), prefix)
+    store = Store(redis_for(url), prefix)
     profiles = SealedProfiles(store, Envelope(store, KeyRing.load(Path(ring_dir), MasterKey(master))))
     # A copy of the sealed profile (a backup, a replica, a value read just before erasure):
     # while this process caches the data key, old code kept opening it for 300 s.
@@ -328,7 +328,7 @@ def _writer(url: str, prefix: str, ring_dir: str, master: bytes, erased: Any, co
             ready: Any, stop: Any) -> None:
     """Saves p1 in a loop (sign-ins); ``counts``: saves before the erasure, attempts started
     after ``erase()`` returned, saves among those that were stored."""
-    store = Store(redis_client(url), prefix)
+    store = Store(redis_for(url), prefix)
     profiles = SealedProfiles(store, Envelope(store, KeyRing.load(Path(ring_dir), MasterKey(master))))
     while not stop.is_set():
         after = bool(erased.value)
