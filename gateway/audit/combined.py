@@ -147,6 +147,20 @@ class ShardedCheckpointer:
             self._key, min_total, "+inf", start=0, num=limit))
         return [SignedCombined.from_json(row, self.first.signer) for row in rows]
 
+    def forget_beyond(self, shard: int, size: int) -> int:
+        """Remove the combined notes listing more than ``size`` entries of ``shard`` (after a new
+        epoch of that shard they describe lost history); returns how many were removed."""
+        redis_client = self.first.log.store.redis
+        stale = [member for member in cast(list[bytes], redis_client.zrange(self._key, 0, -1))
+                 if self._lists_more(member, shard, size)]
+        return int(redis_client.zrem(self._key, *stale)) if stale else 0
+
+    def _lists_more(self, member: bytes, shard: int, size: int) -> bool:
+        try:
+            return SignedCombined.from_json(member, self.first.signer).combined.shards[shard].size > size
+        except (CheckpointError, ValueError, KeyError, IndexError):
+            return False  # not ours to judge: verify reports it
+
     def maybe_checkpoint(self) -> CheckpointRound | None:
         """A round when any shard has a checkpoint due (by count or by time)."""
         if not any(cp.is_due() for cp in self.checkpointers):

@@ -35,6 +35,15 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class LatestNote:
+    """The newest signed note the whole log can be checked against."""
+
+    size: int  # entries it covers (with shards: in all shards)
+    note: str
+    signed_at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class Shard:
     """One shard's log, its checkpoints and (in a serving gateway) its continuity."""
 
@@ -129,6 +138,15 @@ class AuditService:
         if self.combined is not None and (latest is None or latest.checkpoint.size <= index):
             self._remember_round(self.combined.checkpoint())
         return prove_latest(checkpointer, index)
+
+    def latest_note(self) -> LatestNote | None:
+        """The latest checkpoint, or with several shards the latest combined checkpoint."""
+        if self.combined is not None:
+            combined = self.combined.latest()
+            return LatestNote(combined.combined.total_size, combined.note, combined.signed_at_ms) \
+                if combined else None
+        latest = self.checkpointer.latest()
+        return LatestNote(latest.checkpoint.size, latest.note, latest.signed_at_ms) if latest else None
 
     def verify(self) -> VerifyReport:
         """Every shard, and with several, every combined checkpoint over them."""

@@ -24,21 +24,28 @@ def _audit_service(settings: Settings) -> tuple[Any, Any]:
 
     store = open_store(settings)
     return store, AuditService(store, settings.keys_dir, settings.audit_log_origin,
-                               sealer=sealer_for(settings))
+                               sealer=sealer_for(settings), shards=settings.audit_shards)
 
 
-def _verification_lines(service: Any) -> Any:
-    """The whole log; once entries were archived, the live segment from the boundary to the
-    latest checkpoint (archive format: it verifies on its own, like the archive files)."""
+def _shard(service: Any, shard: int) -> Any:
+    """One shard of the log (``--shard``), refused when there is no such shard."""
+    if not 0 <= shard < len(service.shards):
+        raise ConfigError(f"--shard must be between 0 and {len(service.shards) - 1} (GATEWAY_AUDIT_SHARDS)")
+    return service.shards[shard]
+
+
+def _verification_lines(shard: Any) -> Any:
+    """One shard's whole log; once entries were archived, the live segment from the boundary
+    to the latest checkpoint (archive format: it verifies on its own, like the archive files)."""
     from gateway.audit import export_log
     from gateway.audit.archive import Archiver
     from gateway.audit.boundary import archived_size
 
-    start = archived_size(service.log)
+    start = archived_size(shard.log)
     if start == 0:
-        return export_log(service.log)
-    archiver = Archiver(service.log, service.checkpointer)
-    _, stop = archiver.segment(service.log.size())
+        return export_log(shard.log)
+    archiver = Archiver(shard.log, shard.checkpointer)
+    _, stop = archiver.segment(shard.log.size())
     return archiver.lines(start, stop)
 
 
@@ -57,9 +64,12 @@ def audit_key() -> None:
 @click.option("--export", "export_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Check an export file offline instead of the live log.")
 @click.option("--key", "keys", multiple=True, help="Trusted verifier key(s) for --export.")
+@click.option("--shard", "shard", type=click.IntRange(min=0), default=0, show_default=True,
+              help="The shard an --export file was written from (its checkpoints' origin).")
 @one_line_errors
-def audit_verify(export_file: str | None, keys: tuple[str, ...]) -> None:
-    """Check the chain, the tree and every checkpoint signature; name the first bad index."""
+def audit_verify(export_file: str | None, keys: tuple[str, ...], shard: int) -> None:
+    """Check the chain, the tree and every checkpoint signature (every shard's, and the
+    combined checkpoints over them); name the first bad index."""
     from gateway.audit import NoteVerifier
 
     settings = load_settings()
@@ -67,7 +77,7 @@ def audit_verify(export_file: str | None, keys: tuple[str, ...]) -> None:
         if not keys:
             raise ConfigError("--export needs at least one --key (the log's published verifier key)")
         verifiers = [NoteVerifier.from_string(key) for key in keys]
-        report = _verify_file(export_file, verifiers)
+        report = _verify_file(export_file, verifiers, shard)
     else:
         store, service = _audit_service(settings)
         try:
@@ -79,9 +89,12 @@ def audit_verify(export_file: str | None, keys: tuple[str, ...]) -> None:
         raise ConfigError(_mismatch_line(report.mismatch, settings, offline=bool(export_file)))
     if report.problem is not None:
         where = f"index {report.problem.index}" if report.problem.index is not None else "log"
+        if report.problem.shard is not None:
+            where = f"shard {report.problem.shard} {where}"
         click.echo(f"FAILED at {where}: {report.problem.reason}")
         sys.exit(1)
-    click.echo(f"ok: {report.size} events, {report.checkpoints_checked} checkpoints verified, "
+    shards = f" in {len(report.shards)} shards" if report.shards else ""
+    click.echo(f"ok: {report.size} events{shards}, {report.checkpoints_checked} checkpoints verified, "
                f"latest checkpoint covers {report.latest_checkpoint}, {report.unsigned_tail} not yet signed")
 
 
@@ -103,13 +116,14 @@ def _mismatch_line(mismatch: Any, settings: Settings, offline: bool) -> str:
     return f"settings mismatch: {what} ({source}); {advice}"
 
 
-def _verify_file(path: str, verifiers: list[Any]) -> Any:
+def _verify_file(path: str, verifiers: list[Any], shard: int) -> Any:
     """A whole-log export or an archive segment, told apart by the header's format."""
     import json
 
     from gateway.audit import verify_export
     from gateway.audit.archive import ARCHIVE_FORMAT, verify_archive
     from gateway.audit.errors import AuditError
+    from gateway.audit.shards import shard_origin
 
     with open(path, encoding="utf-8") as lines:
         first = lines.readline()
@@ -121,7 +135,7 @@ def _verify_file(path: str, verifiers: list[Any]) -> Any:
     try:
         if isinstance(header, dict) and header.get("format") == ARCHIVE_FORMAT:
             return verify_archive(rest, verifiers)
-        return verify_export(rest, verifiers, verifiers[0].name)
+        return verify_export(rest, verifiers, shard_origin(verifiers[0].name, shard))
     except AuditError as error:
         raise ConfigError(f"{path}: {error}") from None
 
@@ -132,9 +146,11 @@ def _verify_file(path: str, verifiers: list[Any]) -> Any:
               help="Archive entries below this index (rounded down to a signed checkpoint).")
 @click.option("--older-than-days", "days", type=int, default=None,
               help="Archive entries older than this many days (instead of --before).")
+@click.option("--shard", "shard_number", type=click.IntRange(min=0), default=0, show_default=True,
+              help="The shard to archive (each shard is archived on its own).")
 @one_line_errors
-def audit_archive(output: str, before: int | None, days: int | None) -> None:
-    """Move old entries to a file that verifies on its own; proofs keep working for them."""
+def audit_archive(output: str, before: int | None, days: int | None, shard_number: int) -> None:
+    """Move old entries of one shard to a file that verifies on its own; proofs keep working."""
     import os
     import time as _time
 
@@ -147,13 +163,14 @@ def audit_archive(output: str, before: int | None, days: int | None) -> None:
     settings = load_settings()
     store, service = _audit_service(settings)
     try:
+        shard = _shard(service, shard_number)
         if days is not None:
             cutoff = _time.strftime("%Y%m%d%H", _time.gmtime(_time.time() - days * 86400))
-            hours = store.redis.hgetall(store.keys.audit_hours())
+            hours = store.redis.hgetall(shard.log.shard_keys.audit_hours())
             lasts = [int(v) for k, v in hours.items()
                      if k.decode().endswith(":last") and k.decode().split(":")[0] < cutoff]
             before = max(lasts, default=-1) + 1
-        archiver = Archiver(service.log, service.checkpointer)
+        archiver = Archiver(shard.log, shard.checkpointer)
         try:
             start, stop = archiver.segment(before or 0)
             with open(output, "w", encoding="utf-8") as out:
@@ -170,7 +187,8 @@ def audit_archive(output: str, before: int | None, days: int | None) -> None:
         archiver.drop(start, stop)
     finally:
         store.close()
-    click.echo(f"archived entries [{start}, {stop}) to {output}; Redis keeps their tree hashes")
+    where = f" of shard {shard_number}" if len(service.shards) > 1 else ""
+    click.echo(f"archived entries [{start}, {stop}){where} to {output}; Redis keeps their tree hashes")
 
 
 @audit.command("export")
@@ -183,9 +201,11 @@ def audit_archive(output: str, before: int | None, days: int | None) -> None:
 @click.option("--field", default=None)
 @click.option("--since", default=None)
 @click.option("--until", default=None)
+@click.option("--shard", "shard_number", type=click.IntRange(min=0), default=0, show_default=True,
+              help="--format verify: the shard to export (each verifies on its own).")
 @one_line_errors
-def audit_export(output: str, fmt: str, **filters: str | None) -> None:
-    """Write the log (or a filtered list of events) to a file, streamed."""
+def audit_export(output: str, fmt: str, shard_number: int, **filters: str | None) -> None:
+    """Write the log (or a filtered list of events of every shard) to a file, streamed."""
     from gateway.audit import AuditEvent, export_csv, export_jsonl
     from gateway.web.audit_api import parse_filter
 
@@ -200,7 +220,7 @@ def audit_export(output: str, fmt: str, **filters: str | None) -> None:
                                   person=flt.person, shop=flt.shop,
                                   fields=(flt.field,) if flt.field else ()))
         if fmt == "verify":
-            lines = _verification_lines(service)
+            lines = _verification_lines(_shard(service, shard_number))
         else:
             lines = (export_jsonl if fmt == "jsonl" else export_csv)(service.query, flt)
         count = 0
@@ -223,21 +243,31 @@ def audit_new_epoch(yes: bool) -> None:
 
     settings = load_settings()
     store, service = _audit_service(settings)
+    sharded = len(service.shards) > 1
     try:
-        continuity = Continuity(service.log, service.keys.signer, settings.data_dir)
-        problem = continuity.check()
-        if problem is None:
+        broken = []
+        for shard in service.shards:
+            continuity = Continuity(shard.log, service.keys.signer, settings.data_dir)
+            problem = continuity.check()
+            if problem is not None:
+                broken.append((shard, continuity))
+                click.echo(f"found: {f'shard {shard.log.shard}: ' if sharded else ''}{problem}")
+        if not broken:
             click.echo("nothing to do: the log continues the remembered checkpoint")
             return
-        click.echo(f"found: {problem}")
         if not yes:
             click.confirm("Accept what Redis holds now and open a new epoch on the record?", abort=True)
-        # The event goes in first, so the epoch's first checkpoint covers it.
-        service.log.append_event(AuditEvent(actor_type="staff", actor_id="cli", action="log_epoch_started"))
-        checkpoint = continuity.new_epoch()
+        for shard, continuity in broken:
+            # The event goes in first, so the epoch's first checkpoint covers it.
+            shard.log.append_event(AuditEvent(actor_type="staff", actor_id="cli", action="log_epoch_started"))
+            checkpoint = continuity.new_epoch()
+            if service.combined is not None:  # combined notes over the lost history contradict it
+                service.combined.forget_beyond(shard.log.shard, checkpoint.size)
+            where = f"shard {shard.log.shard}: " if sharded else ""
+            click.echo(f"{where}new epoch: checkpoint over {checkpoint.size} entries, "
+                       f"{' / '.join(checkpoint.extensions)}")
     finally:
         store.close()
-    click.echo(f"new epoch: checkpoint over {checkpoint.size} entries, {' / '.join(checkpoint.extensions)}")
 
 
 @main.group()

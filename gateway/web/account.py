@@ -147,10 +147,11 @@ def build_account_router(  # noqa: C901 - one small closure per page
         person = await signed_in(request)
         if person is None:
             return RedirectResponse("/account", status_code=303)
-        logged = await bridge.in_worker(ctx.audit.query.event, index)
+        shard = ctx.audit.shard_of_person(person.id)  # a person's events all live in one shard
+        logged = await bridge.in_worker(ctx.audit.query.event, index, shard)
         if logged is None or logged.event.person != person.id:
             raise BrowserError("not_found", "No such event in your history.", 404)
-        text = (await bridge.in_worker(ctx.audit.prove, index)).to_text()
+        text = (await bridge.in_worker(ctx.audit.prove, index, shard)).to_text()
         return Response(text, media_type="text/plain; charset=utf-8", headers={
             "Content-Disposition": f'attachment; filename="event-{index}.tlog-proof"',
             "Cache-Control": "no-store"})
@@ -158,7 +159,7 @@ def build_account_router(  # noqa: C901 - one small closure per page
     @router.get("/account/checkpoint")
     async def checkpoint(request: Request) -> Response:
         """The latest signed checkpoint and the key to check it with (public information)."""
-        latest = await bridge.in_worker(ctx.audit.checkpointer.latest)
+        latest = await bridge.in_worker(ctx.audit.latest_note)  # with shards: signed over all
         body = (latest.note if latest else "") + f"\nverifier key: {ctx.audit.verifier_key}\n"
         return Response(body, media_type="text/plain; charset=utf-8")
 

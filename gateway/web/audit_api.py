@@ -120,18 +120,20 @@ def build_audit_api(  # noqa: C901 - one small closure per endpoint
         params = dict(request.query_params)
         try:
             flt = parse_filter(params)
-            cursor = int(params.get("cursor", "0"))
+            cursor = params.get("cursor", "0")  # a log index; with shards, one per shard
+            audit.query.parse_cursor(cursor)
             limit = min(int(params.get("limit", "100")), MAX_PAGE)
-            if cursor < 0 or limit < 1:
+            if limit < 1:
                 raise ValueError("cursor and limit must be positive")
         except ValueError as error:
             return _error(400, "invalid_request", str(error))
+        sharded = audit.query.shards > 1
 
         def run() -> dict[str, Any]:
             record_staff(ctx, member, "staff_query", flt)
             page = audit.query.page(flt, cursor=cursor, limit=limit)
-            return {"items": [{"index": item.index, "event": item.event.model_dump(mode="json")}
-                              for item in page.items],
+            return {"items": [{**({"shard": item.shard} if sharded else {}), "index": item.index,
+                               "event": item.event.model_dump(mode="json")} for item in page.items],
                     "next_cursor": page.next_cursor}
 
         return JSONResponse(await bridge.in_worker(run), headers={"Cache-Control": "no-store"})
@@ -161,26 +163,27 @@ def build_audit_api(  # noqa: C901 - one small closure per endpoint
         member = await staff(request, "read")
         if isinstance(member, JSONResponse):
             return member
-        latest = await bridge.in_worker(audit.checkpointer.latest)
+        latest = await bridge.in_worker(audit.latest_note)  # with shards: signed over all of them
         return JSONResponse({
             "verifier_key": audit.verifier_key,
             "checkpoint": latest.note if latest else None,
-            "size": latest.checkpoint.size if latest else 0,
+            "size": latest.size if latest else 0,
             "last_verification": await bridge.in_worker(last_verification, ctx),
         })
 
     @router.get("/proof/{index}")
-    async def proof(request: Request, index: int) -> Response:
+    async def proof(request: Request, index: int, shard: int = 0) -> Response:
         member = await staff(request, "read")
         if isinstance(member, JSONResponse):
             return member
         try:
             # AuditService.prove signs a checkpoint first if none covers the event yet.
-            text = (await bridge.in_worker(audit.prove, index)).to_text()
+            text = (await bridge.in_worker(audit.prove, index, shard)).to_text()
         except (AuditError, ValueError) as error:
             return _error(404, "not_found", str(error))
+        name = f"event-{shard}-{index}" if audit.combined is not None else f"event-{index}"
         return PlainTextResponse(text, headers={
-            "Content-Disposition": f'attachment; filename="event-{index}.tlog-proof"'})
+            "Content-Disposition": f'attachment; filename="{name}.tlog-proof"'})
 
     @router.post("/verify")
     async def verify(request: Request) -> Response:

@@ -88,9 +88,10 @@ def build_console(  # noqa: C901 - one small closure per page
         error, items, next_cursor = "", [], None
         try:
             flt = parse_filter(filters)
-            cursor = max(int(params.get("cursor", "0")), 0)
+            cursor = params.get("cursor", "0")  # a log index; with shards, one per shard
+            audit.query.parse_cursor(cursor)
         except ValueError as problem:
-            error, flt, cursor = str(problem), None, 0
+            error, flt, cursor = str(problem), None, "0"
 
         def run() -> dict[str, Any]:
             result: dict[str, Any] = {"items": [], "next_cursor": None}
@@ -101,9 +102,9 @@ def build_console(  # noqa: C901 - one small closure per page
             days, by_shop, by_field = release_counts(audit, datetime.now(UTC))
             result["chart_shops"] = stacked_bars("userinfo reads per shop", days, by_shop)
             result["chart_fields"] = stacked_bars("fields released", days, by_field)
-            latest = audit.checkpointer.latest()
+            latest = audit.latest_note()  # with shards: the note signed over all of them
             result["checkpoint"] = {
-                "size": latest.checkpoint.size, "note": latest.note,
+                "size": latest.size, "note": latest.note,
                 "signed": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(latest.signed_at_ms / 1000)),
             } if latest else None
             verification = last_verification(ctx)
@@ -120,6 +121,7 @@ def build_console(  # noqa: C901 - one small closure per page
         items, next_cursor = data.pop("items"), data.pop("next_cursor")
         return renderer.page(
             request, "console.html", member=member, items=items, next_cursor=next_cursor,
+            sharded=audit.query.shards > 1,
             filters=filters, filter_names=FILTER_NAMES, error=error,
             query=urlencode({**filters, "csrf": token(request, STAFF_READ)}),
             verifier_key=audit.verifier_key, csrf_verify=token(request, "staff-verify"),

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from gateway.audit import NoteVerifier, verify_proof
+from gateway.audit import AuditFilter, NoteVerifier, verify_proof
+from gateway.audit.combined import COMBINED_FORMAT, verify_in_combined
+from gateway.audit.shards import shard_origin
 from gateway.audit.staff import new_staff_token
 from tests.conftest import Browser, ShopHandle, exchange_code, query_of, sign_in
 
@@ -28,6 +30,10 @@ def staff_client(shop: ShopHandle, make_client: Callable[..., TestClient]) -> tu
         token = exchange_code(client, shop, query_of(final.headers["location"])["code"], verifier).json()
         client.get("/userinfo", headers={"Authorization": f"Bearer {token['access_token']}"})
     return client, auditor, admin
+
+
+def persons(audit: Any) -> set[str]:
+    return {item.event.person for item in audit.query.events(AuditFilter()) if item.event.person}
 
 
 def get(client: TestClient, path: str, token: str | None, **params: Any) -> Any:
@@ -102,3 +108,33 @@ def test_a_proof_verifies_offline_with_the_published_key(staff_client: Any) -> N
     _, event = verify_proof(text, [NoteVerifier.from_string(key)], origin)
     assert event.model_dump(mode="json") == item["event"]
     assert get(client, "/audit/api/proof/999999", auditor).status_code == 404
+
+
+def test_with_shards_queries_page_across_them_and_proofs_check_against_the_combined_note(
+        shop: ShopHandle, make_client: Callable[..., TestClient]) -> None:
+    auditor, digest = new_staff_token()
+    client = make_client(audit_shards=3, staff=[{"id": "alice", "role": "auditor", "token_sha256": digest}])
+    for person in ("li-lei", "han-meimei", "alex-morgan"):  # their events go to their shards
+        final, _, verifier = sign_in(Browser(client), shop, person=person, scope="openid profile email phone")
+        exchange_code(client, shop, query_of(final.headers["location"])["code"], verifier)
+    audit = client.app.state.gateway.provider.audit  # type: ignore[attr-defined]
+    before = {(s.log.shard, i) for s in audit.shards for i in range(s.log.size())}
+    seen: list[tuple[int, int]] = []
+    cursor: Any = "0"
+    while cursor is not None:
+        body = get(client, "/audit/api/events", auditor, limit=2, cursor=cursor).json()
+        seen += [(item["shard"], item["index"]) for item in body["items"]]
+        cursor = body["next_cursor"]
+    assert len(seen) == len(set(seen)) and before <= set(seen)  # and the staff queries since
+    assert {shard for shard, _ in before} == {0, *(audit.shard_of_person(p) for p in persons(audit))}
+    assert get(client, "/audit/api/events", auditor, cursor="1.2").status_code == 400
+    shard, index = max(seen)
+    text = get(client, f"/audit/api/proof/{index}", auditor, shard=shard).text
+    key = get(client, "/audit/api/checkpoint", auditor).json()["verifier_key"]
+    verifiers = [NoteVerifier.from_string(key)]
+    origin = key.split("+")[0]
+    checkpoint, _ = verify_proof(text, verifiers, shard_origin(origin, shard))
+    combined = get(client, "/audit/api/checkpoint", auditor).json()
+    assert combined["checkpoint"].startswith(COMBINED_FORMAT)
+    listed = verify_in_combined(checkpoint, combined["checkpoint"], verifiers, origin)
+    assert listed.total_size == combined["size"]

@@ -142,7 +142,7 @@ def test_keys_without_master_key_outside_demo_is_one_line(env: Path) -> None:
     assert "GATEWAY_MASTER_KEY" in result.output and result.output.count("\n") == 1
 
 
-def _audit_with_events(env: Path, store: Store, count: int) -> Any:
+def _audit_with_events(env: Path, store: Store, count: int, shards: int = 1) -> Any:
     """Events written the way the gateway writes them: the audit key sealed under the KEK ring
     the CLI also opens (the calling test sets GATEWAY_DEMO for a development ring)."""
     from gateway.audit import AuditEvent, AuditService
@@ -150,7 +150,7 @@ def _audit_with_events(env: Path, store: Store, count: int) -> Any:
     from gateway.config import load_settings
 
     service = AuditService(store, env / "keys", "gateway.test/audit", every_events=2,
-                           sealer=sealer_for(load_settings()))
+                           sealer=sealer_for(load_settings()), shards=shards)
     for index in range(count):
         service.record(AuditEvent(actor_type="shop", actor_id="shop-a", action="userinfo_read",
                                   person=f"p{index}", shop="shop-a", fields=("phone",)))
@@ -190,6 +190,40 @@ def test_audit_verify_names_the_first_tampered_index(env: Path, store: Store,
     result = CliRunner().invoke(main, ["audit", "verify"])
     assert result.exit_code == 1
     assert result.output.startswith("FAILED at index 3")
+
+
+def test_audit_commands_work_across_shards(env: Path, store: Store,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    monkeypatch.setenv("GATEWAY_AUDIT_ORIGIN", "gateway.test/audit")
+    monkeypatch.setenv("GATEWAY_DEMO", "true")
+    monkeypatch.setenv("GATEWAY_AUDIT_SHARDS", "3")
+    service = _audit_with_events(env, store, 12, shards=3)
+    runner = CliRunner()
+    live = runner.invoke(main, ["audit", "verify"])
+    assert live.exit_code == 0 and live.output.startswith("ok: 12 events in 3 shards"), live.output
+    events = env / "events.jsonl"
+    written = runner.invoke(main, ["audit", "export", "--format", "jsonl", "--output", str(events)])
+    assert written.exit_code == 0, written.output
+    rows = [json.loads(line) for line in events.read_text().splitlines()]
+    assert {row["shard"] for row in rows} == {s.log.shard for s in service.shards if s.log.size()}
+    key = runner.invoke(main, ["audit", "key"]).output.strip()
+    shard = max(range(3), key=lambda i: service.shards[i].log.size())
+    exported = env / "shard.jsonl"
+    export = ["audit", "export", "--output", str(exported), "--shard"]
+    assert runner.invoke(main, [*export, str(shard)]).exit_code == 0
+    offline = runner.invoke(main, ["audit", "verify", "--export", str(exported), "--key", key,
+                                   "--shard", str(shard)])
+    assert offline.exit_code == 0, offline.output
+    assert runner.invoke(main, [*export, "3"]).exit_code == 2  # no such shard
+    keys = store.keys.audit_shard(shard)
+    raw = store.redis.hget(keys.audit_entries(), "1")
+    assert isinstance(raw, bytes)
+    store.redis.hset(keys.audit_entries(), "1", raw.replace(b"shop-a", b"shop-b"))
+    failed = runner.invoke(main, ["audit", "verify"])
+    assert failed.exit_code == 1, failed.output
+    assert failed.output.startswith(f"FAILED at shard {shard} index 1")
 
 
 def test_staff_token_prints_the_token_once_and_a_digest_for_settings() -> None:
