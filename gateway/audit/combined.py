@@ -147,19 +147,20 @@ class ShardedCheckpointer:
             self._key, min_total, "+inf", start=0, num=limit))
         return [SignedCombined.from_json(row, self.first.signer) for row in rows]
 
-    def forget_beyond(self, shard: int, size: int) -> int:
-        """Remove the combined notes listing more than ``size`` entries of ``shard`` (after a new
-        epoch of that shard they describe lost history); returns how many were removed."""
+    def forget_lost_history(self, shard: int) -> int:
+        """After a new epoch of ``shard``: remove the combined notes whose line for it the shard
+        no longer matches (more entries than it holds, or another root); returns how many."""
         redis_client = self.first.log.store.redis
         stale = [member for member in cast(list[bytes], redis_client.zrange(self._key, 0, -1))
-                 if self._lists_more(member, shard, size)]
+                 if self._contradicts(member, self.checkpointers[shard].log)]
         return int(redis_client.zrem(self._key, *stale)) if stale else 0
 
-    def _lists_more(self, member: bytes, shard: int, size: int) -> bool:
+    def _contradicts(self, member: bytes, log: AuditLog) -> bool:
         try:
-            return SignedCombined.from_json(member, self.first.signer).combined.shards[shard].size > size
+            listed = SignedCombined.from_json(member, self.first.signer).combined.shards[log.shard]
         except (CheckpointError, ValueError, KeyError, IndexError):
             return False  # not ours to judge: verify reports it
+        return listed.size > log.size() or log.root(listed.size) != listed.root
 
     def maybe_checkpoint(self) -> CheckpointRound | None:
         """A round when any shard has a checkpoint due (by count or by time)."""

@@ -262,7 +262,7 @@ def audit_new_epoch(yes: bool) -> None:
             shard.log.append_event(AuditEvent(actor_type="staff", actor_id="cli", action="log_epoch_started"))
             checkpoint = continuity.new_epoch()
             if service.combined is not None:  # combined notes over the lost history contradict it
-                service.combined.forget_beyond(shard.log.shard, checkpoint.size)
+                service.combined.forget_lost_history(shard.log.shard)
             where = f"shard {shard.log.shard}: " if sharded else ""
             click.echo(f"{where}new epoch: checkpoint over {checkpoint.size} entries, "
                        f"{' / '.join(checkpoint.extensions)}")

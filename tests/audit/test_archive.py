@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AuditKeys, AuditLog, Checkpointer, prove, verify_proof
+from gateway.audit import AuditKeys, AuditLog, AuditService, Checkpointer, canonical_json, prove, verify_proof
 from gateway.audit.archive import Archiver, verify_archive
 from gateway.audit.boundary import archived_size
 from gateway.audit.errors import AuditError
 from gateway.audit.query import AuditFilter, AuditQuery
+from gateway.audit.shards import shard_origin
 from gateway.audit.verify import verify_log
 from gateway.store import Store
-from tests.audit.factories import ORIGIN, fill
+from tests.audit.factories import ORIGIN, fill, person_event
 
 
 @pytest.fixture
@@ -123,3 +124,26 @@ def test_nothing_to_archive_without_a_signed_checkpoint(
     fill(audit_log, 4)
     with pytest.raises(AuditError, match="nothing to archive"):
         Archiver(audit_log, make_checkpointer()).segment(4)
+
+
+def test_one_shard_archives_on_its_own_and_everything_still_verifies(
+        sharded: AuditService, audit_keys: AuditKeys, tmp_path: Path) -> None:
+    recorded = [(event, sharded.record(event)) for event in map(person_event, range(60))]
+    assert sharded.combined is not None and sharded.combined.checkpoint() is not None
+    shard = sharded.shards[1]
+    start, stop = archive(shard.checkpointer, shard.log.size(), tmp_path / "shard-1.jsonl")
+    assert (start, stop) == (0, shard.log.size()) and stop > 0
+    with (tmp_path / "shard-1.jsonl").open(encoding="utf-8") as lines:
+        header = json.loads(next(lines))
+    assert header["origin"] == shard_origin(ORIGIN, 1)
+    with (tmp_path / "shard-1.jsonl").open(encoding="utf-8") as lines:
+        assert verify_archive(lines, [audit_keys.signer.verifier]).ok
+    report = sharded.verify()
+    assert report.ok, report.problem
+    page = sharded.query.page(AuditFilter(), limit=100)
+    assert all(item.shard != 1 for item in page.items)  # archived: only in the file now
+    event, appended = next((e, a) for e, a in recorded if a.shard == 1)
+    latest = shard.checkpointer.latest()
+    assert latest is not None
+    text = prove(shard.log, appended.index, latest, canonical_json(event)).to_text()
+    assert verify_proof(text, [audit_keys.signer.verifier], shard_origin(ORIGIN, 1))[1] == event

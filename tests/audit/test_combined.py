@@ -116,3 +116,16 @@ def test_a_proof_of_another_shard_state_is_not_in_the_combined_checkpoint(sharde
     moved = Checkpoint(shard_origin(ORIGIN, other), checkpoint.size, checkpoint.root)
     with pytest.raises(CheckpointError):
         verify_in_combined(moved, latest.note, verifiers(sharded), ORIGIN)
+
+
+def test_no_round_while_another_process_holds_shard_0s_lock(sharded: AuditService) -> None:
+    for n in range(10):
+        sharded.record(person_event(n))
+    assert sharded.combined is not None
+    lock = sharded.log.shard_keys.audit_checkpoint_lock()
+    sharded.log.store.redis.set(lock, "another-process", px=5_000)
+    assert sharded.combined.checkpoint() is None
+    assert all(shard.checkpointer.latest() is None for shard in sharded.shards)
+    sharded.log.store.redis.delete(lock)
+    done = sharded.combined.checkpoint()
+    assert done is not None and done.combined is not None and all(done.shards)

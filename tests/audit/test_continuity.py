@@ -12,7 +12,7 @@ from gateway.audit.checkpoint import Checkpoint, verify_checkpoint
 from gateway.audit.continuity import Continuity, ContinuityError, ContinuityFile, ShardedContinuity
 from gateway.store import Store
 from tests.audit.conftest import SHARDS
-from tests.audit.factories import fill, person_event
+from tests.audit.factories import ORIGIN, fill, person_event
 
 
 def signed_at(log: AuditLog, keys: AuditKeys, continuity: Continuity, entries: int) -> Checkpoint:
@@ -156,3 +156,25 @@ def test_one_emptied_shard_stops_the_gateway_naming_the_shard(make_sharded: Call
     assert broken == [False, True, False]
     with pytest.raises(ContinuityError):
         service.record(person_event(3))  # no shard takes events while one lost its data
+
+
+def test_a_new_epoch_of_the_emptied_shard_lets_the_whole_log_verify_again(
+        make_sharded: Callable[..., AuditService], tmp_path: Path) -> None:
+    service = make_sharded(data_dir=tmp_path / "data", every_events=5)
+    assert service.continuity is not None and service.continuity.check() is None
+    for n in range(30):
+        service.record(person_event(n))
+    emptied = service.shards[2]
+    for key in list(emptied.log.store.redis.scan_iter(match=f"{emptied.log.store.keys.prefix}{{audit:2}}*")):
+        emptied.log.store.redis.delete(key)
+    assert service.continuity.check() is not None and not service.verify().ok
+    assert emptied.continuity is not None and service.combined is not None
+    for n in range(6):  # as long as before, or longer: only the roots tell the histories apart
+        emptied.log.append_event(person_event(n, actor_type="staff", actor_id="cli", person=None))
+    checkpoint = emptied.continuity.new_epoch()
+    assert checkpoint.origin == f"{ORIGIN}/2" and checkpoint.extensions[0].startswith("epoch 2 ")
+    assert service.combined.forget_lost_history(2) > 0
+    assert service.continuity.check() is None
+    report = service.verify()
+    assert report.ok, report.problem
+    assert (tmp_path / "data" / "audit" / "epochs-2.jsonl").exists()
