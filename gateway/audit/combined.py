@@ -122,6 +122,17 @@ class CheckpointRound:
     combined: SignedCombined | None
 
 
+def shards_signed(log: AuditLog) -> int | None:
+    """How many shards the latest combined note (in shard 0's slot) lists; ``None``: no note
+    signed by our key, the log was never sharded. A gateway configured with another count would
+    send people's events to other shards than their history: that is refused, not guessed."""
+    rows = cast(list[bytes], log.store.redis.zrange(log.shard_keys.audit_combined_checkpoints(), -1, -1))
+    try:
+        return len(SignedCombined.from_json(rows[0], log.keys.signer).combined.shards) if rows else None
+    except (CheckpointError, ValueError, KeyError, TypeError):
+        return None  # not a note of ours: verify reports it
+
+
 def stored_combined_notes(log: AuditLog) -> list[tuple[int, str]]:
     """Every stored combined note (kept in shard 0's slot), unverified, filed by total size."""
     return stored_note_rows(log, log.shard_keys.audit_combined_checkpoints())

@@ -38,6 +38,7 @@ import redis
 
 from gateway.audit.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from gateway.audit.checkpointer import SignedCheckpoint
+from gateway.audit.combined import shards_signed
 from gateway.audit.errors import AuditError
 
 if TYPE_CHECKING:
@@ -103,8 +104,9 @@ class ContinuityFile:
 class Continuity:
     """Compares Redis with the remembered state; one instance per process."""
 
-    def __init__(self, audit_log: AuditLog, signer: NoteSigner, data_dir: Path) -> None:
+    def __init__(self, audit_log: AuditLog, signer: NoteSigner, data_dir: Path, shards: int = 1) -> None:
         self.log = audit_log
+        self.shards = shards  # the configured count: a log signed with another is refused
         self.signer = signer
         self.file = ContinuityFile(data_dir, audit_log.shard)
         self._key = audit_log.shard_keys.audit_store_id()
@@ -126,6 +128,10 @@ class Continuity:
         return self.problem
 
     def _find_problem(self) -> str | None:
+        signed = shards_signed(self.log) if self.log.shard == 0 else None
+        if signed is not None and signed != self.shards:
+            return (f"the audit log is signed as {signed} shards but GATEWAY_AUDIT_SHARDS={self.shards}: "
+                    "people's events would go to other shards than their history; set it back")
         remembered = self.file.load()
         store_id = self._store_id()
         if remembered is None:

@@ -25,7 +25,7 @@ from gateway.audit.proofs import TlogProof, prove_latest
 from gateway.audit.query import AuditQuery
 from gateway.audit.shard_query import ShardedQuery
 from gateway.audit.shards import shard_of_event, shard_of_person
-from gateway.audit.verify import VerifyReport, verify_log, verify_shards
+from gateway.audit.verify import VerifyReport, verify_audit
 
 if TYPE_CHECKING:
     from gateway.store import Store
@@ -61,7 +61,7 @@ class AuditService:
         # Only a serving gateway remembers what it signed; CLI commands open the log without.
         self.shards = [
             Shard(shard_log, Checkpointer(shard_log, self.keys.signer, every_events, every_seconds),
-                  Continuity(shard_log, self.keys.signer, data_dir) if data_dir else None)
+                  Continuity(shard_log, self.keys.signer, data_dir, shards) if data_dir else None)
             for shard_log in logs]
         self.log = logs[0]  # the log, when there is one shard
         self.checkpointer = self.shards[0].checkpointer
@@ -150,9 +150,7 @@ class AuditService:
 
     def verify(self) -> VerifyReport:
         """Every shard, and with several, every combined checkpoint over them."""
-        if self.combined is None:
-            return verify_log(self.log)
-        return verify_shards([shard.log for shard in self.shards])
+        return verify_audit([shard.log for shard in self.shards])
 
     def start_checkpointing(self, stop: threading.Event) -> threading.Thread:
         """Seal and sign in a daemon thread until ``stop`` is set: woken by :meth:`record` when

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Literal, cast
 from gateway.audit.boundary import archived_size
 from gateway.audit.checkpoint import Checkpoint, verify_checkpoint
 from gateway.audit.checkpointer import stored_notes
-from gateway.audit.combined import stored_combined_notes, verify_combined
+from gateway.audit.combined import shards_signed, stored_combined_notes, verify_combined
 from gateway.audit.errors import AuditError, CheckpointError
 from gateway.audit.export import ExportReader
 from gateway.audit.merkle import EMPTY_ROOT, Coord, TreeBuilder, root_at
@@ -46,7 +46,7 @@ BATCH = 2000
 class Mismatch:
     """The log was written under other settings: ``found`` in the log, ``configured`` here."""
 
-    setting: Literal["origin", "key", "mac_key"]
+    setting: Literal["origin", "key", "mac_key", "shards"]
     found: str
     configured: str
 
@@ -119,6 +119,9 @@ def mismatch_reason(mismatch: Mismatch) -> str:
         return (f"no trusted key signed any checkpoint, a settings mismatch, not tampering: the "
                 f"checkpoints are signed by key {mismatch.found}, the configured key is "
                 f"{mismatch.configured}")
+    if mismatch.setting == "shards":
+        return (f"settings mismatch, not tampering: the log's combined checkpoints list {mismatch.found} "
+                f"shards, {mismatch.configured} configured")
     return (f"settings mismatch, not tampering: no entry's MAC verifies with the configured audit "
             f"key {mismatch.configured}; the log was written with another key")
 
@@ -338,6 +341,17 @@ def _verify_live(log: AuditLog, verifiers: list[NoteVerifier] | None) -> VerifyR
     if redis_client.hexists(keys.audit_entries(), str(size)):
         return scan.report(size, Problem(size, "an entry is stored beyond the log's size"))
     return scan.report(size, scan.finish(size))
+
+
+def verify_audit(logs: list[AuditLog]) -> VerifyReport:
+    """The whole log with the gateway's own keys: one shard as :func:`verify_log`, several as
+    :func:`verify_shards`; a log signed with another shard count is a settings mismatch."""
+    found = shards_signed(logs[0])
+    if found is not None and found != len(logs):
+        mismatch = Mismatch("shards", str(found), str(len(logs)))
+        return VerifyReport(sum(log.size() for log in logs), 0, 0, 0,
+                            Problem(None, mismatch_reason(mismatch), mismatch))
+    return verify_log(logs[0]) if len(logs) == 1 else verify_shards(logs)
 
 
 def verify_shards(logs: list[AuditLog], verifiers: list[NoteVerifier] | None = None) -> VerifyReport:

@@ -105,12 +105,17 @@ def _mismatch_line(mismatch: Any, settings: Settings, offline: bool) -> str:
         source = "--key"
     elif mismatch.setting == "origin":
         source = f"GATEWAY_AUDIT_ORIGIN, by default the host of GATEWAY_ISSUER={settings.issuer}"
+    elif mismatch.setting == "shards":
+        source = "GATEWAY_AUDIT_SHARDS"
     else:
         source = f"the audit key in GATEWAY_KEYS_DIR={settings.keys_dir}"
     if mismatch.setting == "origin":
         what = f"the log's checkpoints are for origin {mismatch.found!r}, configured: {mismatch.configured!r}"
     elif mismatch.setting == "key":
         what = f"the log's checkpoints are signed by key {mismatch.found}, configured: {mismatch.configured}"
+    elif mismatch.setting == "shards":
+        what = f"the log's combined checkpoints list {mismatch.found} shards, configured: " \
+               f"{mismatch.configured}"
     else:
         what = f"no entry's MAC verifies with the configured audit key {mismatch.configured}"
     return f"settings mismatch: {what} ({source}); {advice}"
@@ -247,7 +252,7 @@ def audit_new_epoch(yes: bool) -> None:
     try:
         broken = []
         for shard in service.shards:
-            continuity = Continuity(shard.log, service.keys.signer, settings.data_dir)
+            continuity = Continuity(shard.log, service.keys.signer, settings.data_dir, len(service.shards))
             problem = continuity.check()
             if problem is not None:
                 broken.append((shard, continuity))

@@ -33,10 +33,11 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: Store) -> Path:
     return tmp_path
 
 
-def write_log(store: Store, keys_dir: Path, count: int, every_events: int = 2) -> AuditService:
+def write_log(store: Store, keys_dir: Path, count: int, every_events: int = 2,
+              shards: int = 1) -> AuditService:
     """Events as a gateway with GATEWAY_ISSUER=https://gateway.test writes them."""
     service = AuditService(store, keys_dir, "gateway.test/audit", every_events=every_events,
-                           sealer=sealer_for(load_settings()))
+                           sealer=sealer_for(load_settings()), shards=shards)
     for index in range(count):
         service.record(AuditEvent(actor_type="shop", actor_id="shop-a", action="userinfo_read",
                                   person=f"p{index}", shop="shop-a", fields=("phone",)))
@@ -124,3 +125,27 @@ def test_an_export_checked_with_another_key_says_so(env: Path, store: Store) -> 
     exported.write_text("".join(lines))
     code, output = verify("--export", str(exported), "--key", other.verifier_key)
     assert code == 2 and "settings mismatch" in output and "--key" in output, output
+
+
+@pytest.mark.parametrize("configured", ["1", "2"])
+def test_a_log_signed_as_three_shards_checked_with_another_count_is_a_settings_mismatch(
+        env: Path, store: Store, monkeypatch: pytest.MonkeyPatch, configured: str) -> None:
+    write_log(store, env / "keys", 12, shards=3)
+    monkeypatch.setenv("GATEWAY_AUDIT_SHARDS", configured)
+    code, output = verify()
+    assert code == 2, output
+    assert output.strip() == (f"gateway: settings mismatch: the log's combined checkpoints list 3 shards, "
+                              f"configured: {configured} (GATEWAY_AUDIT_SHARDS); this is no sign of "
+                              "tampering; run verify with the settings the log was written with")
+    monkeypatch.setenv("GATEWAY_AUDIT_SHARDS", "3")
+    assert verify()[0] == 0
+
+
+def test_a_gateway_started_with_another_shard_count_refuses_to_serve(env: Path, store: Store) -> None:
+    write_log(store, env / "keys", 12, shards=3)
+    other = AuditService(store, env / "keys", "gateway.test/audit", sealer=sealer_for(load_settings()),
+                         data_dir=env / "data", shards=2)
+    assert other.continuity is not None
+    problem = other.continuity.check()
+    assert problem is not None and "signed as 3 shards but GATEWAY_AUDIT_SHARDS=2" in problem
+
