@@ -95,9 +95,9 @@ class ConsentRecord:
 
     def to_json(self) -> str:
         """The record as JSON, format 2 (Redis keeps it deflated: :meth:`to_stored`), compact
-        because every person has one per shop:
-        positional lists instead of named fields, and grants (refusals) given at the same
-        time under the same terms written once with their (field, transform) pairs::
+        because every person has one per shop: positional lists instead of named fields,
+        and grants (refusals) given at the same time under the same terms written once with
+        their (field, transform) pairs::
 
             {"v": 2, "c": client id, "p": policy version, "d": decided at,
              "g": [[purpose, retention days, legal basis, policy version, granted at,
@@ -134,8 +134,10 @@ class ConsentRecord:
     @classmethod
     def from_json(cls, raw: bytes | str) -> ConsentRecord:
         data = json.loads(raw)
-        if data.get("v") != RECORD_FORMAT:
+        if "v" not in data:
             return cls._from_named_fields(data)
+        if data["v"] != RECORD_FORMAT:
+            raise ValueError(f"consent record of unknown format {data['v']!r}")
         return cls(
             client_id=data["c"], policy_version=data["p"], decided_at=data["d"],
             method=data.get("m", "consent_screen"),

@@ -159,10 +159,12 @@ def test_any_record_round_trips_through_the_stored_format(record: ConsentRecord)
     assert ConsentRecord.from_stored(record.to_json()) == record  # format 2, not deflated
 
 
-def test_a_truncated_record_is_refused_not_read_short() -> None:
+def test_a_truncated_record_or_one_of_an_unknown_format_is_refused_not_misread() -> None:
     stored = ConsentRecord("demo-shop", grants=every_grant()).to_stored()
     with pytest.raises(ValueError, match="truncated"):
         ConsentRecord.from_stored(stored[:len(stored) // 2 // 5 * 5])
+    with pytest.raises(ValueError, match="unknown format 3"):
+        ConsentRecord.from_stored(json.dumps({"v": 3, "c": "demo-shop"}))
 
 
 @given(st.lists(st.sampled_from(every_grant()), max_size=20))
