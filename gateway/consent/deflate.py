@@ -3,9 +3,11 @@
 Stored form: ``"z1"`` then base85 (RFC 1924 alphabet, Python's ``base64.b85encode``) of the
 record's JSON (format 2, records.py) compressed with raw DEFLATE (RFC 1951, no zlib header
 or checksum) primed with :data:`DICTIONARY`. A record's JSON is short and made of the same
-words (field and purpose names, transforms, legal bases), so the preset dictionary is most
-of the gain: about 1,480 bytes of JSON become about 750. Base85 because the commit script
-takes the value as text (gateway/store/commits.py); raw bytes would save a fifth more.
+words (field and purpose names, transforms, legal bases), which a preset dictionary lets
+even a first occurrence refer to: the demo shop's full grant, 1,481 bytes of JSON, deflates
+to 669 bytes alone and to 525 with the dictionary, 659 characters stored. Base85 because
+the commit script takes the value as text (gateway/store/commits.py); raw bytes would save
+a fifth.
 
 The dictionary is part of the format: changing it makes every stored record unreadable.
 A new dictionary needs a new marker (``"z2"``) and this module reading both.
