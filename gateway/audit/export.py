@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gateway.audit.checkpointer import stored_notes
+from gateway.audit.combined import stored_combined_notes
 from gateway.audit.errors import AuditError
 from gateway.audit.records import StoredEntry
 from gateway.audit.shard_query import ShardedQuery
@@ -96,12 +97,16 @@ def _entry_line(index: int, raw: bytes) -> dict[str, Any]:
 
 
 def export_log(log: AuditLog) -> Iterator[str]:
-    """The verification export of the whole log, as stored (tampering included)."""
+    """The verification export of the whole log (one shard's), as stored (tampering included).
+    Shard 0's export also carries the combined checkpoints over every shard (none with K = 1)."""
     notes = stored_notes(log)  # read before the size: every checkpoint then fits in the export
+    combined = stored_combined_notes(log) if log.shard == 0 else []
     size = log.size()
     yield json.dumps({"type": "header", "format": EXPORT_FORMAT, "size": size}) + "\n"
     for _, note in notes:
         yield json.dumps({"type": "checkpoint", "note": note}, ensure_ascii=False) + "\n"
+    for _, note in combined:
+        yield json.dumps({"type": "combined", "note": note}, ensure_ascii=False) + "\n"
     key = log.shard_keys.audit_entries()
     for start in range(0, size, _BATCH):
         indexes = list(range(start, min(size, start + _BATCH)))
@@ -126,9 +131,10 @@ class ExportReader:
             raise AuditError(f"not a {EXPORT_FORMAT} file")
         self.size = int(header["size"])
         self.notes: list[str] = []
+        self.combined: list[str] = []  # shard 0's export: the notes signed over every shard
         self._pending: dict[str, Any] | None = None
-        while (item := self._next()) is not None and item.get("type") == "checkpoint":
-            self.notes.append(str(item["note"]))
+        while (item := self._next()) is not None and item.get("type") in ("checkpoint", "combined"):
+            (self.notes if item["type"] == "checkpoint" else self.combined).append(str(item["note"]))
         self._pending = item
 
     def _next(self) -> dict[str, Any] | None:

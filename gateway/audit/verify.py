@@ -20,20 +20,21 @@ naming what differs, the value found in the log and the one configured.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal, cast
 
 from gateway.audit.boundary import archived_size
 from gateway.audit.checkpoint import Checkpoint, verify_checkpoint
 from gateway.audit.checkpointer import stored_notes
-from gateway.audit.combined import shards_signed, stored_combined_notes, verify_combined
+from gateway.audit.combined import CombinedCheckpoint, shards_signed, stored_combined_notes, verify_combined
 from gateway.audit.errors import AuditError, CheckpointError
 from gateway.audit.export import ExportReader
 from gateway.audit.merkle import EMPTY_ROOT, Coord, TreeBuilder, root_at
 from gateway.audit.note import _split as split_note
 from gateway.audit.records import ZERO_HASH, check_entry, read_entry
 from gateway.audit.sealer import link_problem
+from gateway.audit.shards import shard_origin
 
 if TYPE_CHECKING:
     from gateway.audit.log import AuditLog
@@ -204,14 +205,21 @@ class _Scan:
 
 
 def verify_export(
-    lines: Iterable[str], verifiers: list[NoteVerifier], origin: str, mac_key: bytes | None = None
+    lines: Iterable[str], verifiers: list[NoteVerifier], origin: str, mac_key: bytes | None = None,
+    listed: Mapping[int, bytes] | None = None,
 ) -> VerifyReport:
-    """Check a ``consent-gateway/audit-export@1`` file offline against trusted ``verifiers``.
+    """Check a ``consent-gateway/audit-export@1`` file offline against trusted ``verifiers``;
+    ``listed`` adds roots signed elsewhere (a shard's in the combined notes) to check at their size.
 
     A regulator has no MAC key; the checkpoints (signed) and the chain carry the proof.
     """
     reader = ExportReader(lines)
     checkpoints, problem = _open_checkpoints(reader.notes, verifiers, origin)
+    for size, root in (listed or {}).items():
+        signed = checkpoints.setdefault(size, Checkpoint(origin, size, root))
+        if signed.root != root or (size == 0 and root != EMPTY_ROOT):
+            problem = problem or Problem(None, f"a combined checkpoint lists another root at size {size} "
+                                               "than the shard's own checkpoint")
     scan = _Scan(checkpoints, mac_key)
     if problem is None and reader.size and not checkpoints:
         problem = Problem(None, "the export holds no checkpoint: nothing signed to check against")
@@ -358,36 +366,26 @@ def verify_shards(logs: list[AuditLog], verifiers: list[NoteVerifier] | None = N
     """Check every shard as :func:`verify_log` does, then every combined checkpoint against
     the shards: sums over the shards, the first problem carrying its shard."""
     reports = tuple(verify_log(log, verifiers) for log in logs)
-    problem = next((replace(report.problem, shard=shard) for shard, report in enumerate(reports)
-                    if report.problem is not None), None)
-    combined = 0
-    if problem is None:
-        combined, problem = _combined_problem(logs, verifiers)
-    return VerifyReport(sum(r.size for r in reports), sum(r.entries_checked for r in reports),
-                        sum(r.checkpoints_checked for r in reports) + combined,
-                        sum(r.latest_checkpoint for r in reports), problem, reports)
+    if any(report.problem is not None for report in reports):
+        return _summed(reports, 0)
+    combined, problem = _combined_problem(logs, verifiers)
+    return _summed(reports, combined, problem)
 
 
 def _combined_problem(logs: list[AuditLog],
                       verifiers: list[NoteVerifier] | None) -> tuple[int, Problem | None]:
-    """Each combined note: signed by a trusted key, listing every shard, no shard shrinking
-    from one note to the next, and each shard's size and root what its (verified) tree says."""
+    """The combined notes in sequence (:func:`_open_combined`), then each shard's size and root
+    in them against what its (verified) tree says."""
     first = logs[0]
     trusted = verifiers if verifiers is not None else [first.keys.signer.verifier]
+    notes = [note for _, note in stored_combined_notes(first)]
+    opened, problem = _open_combined(notes, trusted, first.keys.signer.name, len(logs))
+    if problem is not None:
+        return len(opened), problem
     sizes = [log.size() for log in logs]
     sealed = [log.sealer.sealed_size() for log in logs]
-    floor = [0] * len(logs)
-    notes = stored_combined_notes(first)
-    for number, (_, note) in enumerate(notes):
-        try:
-            combined = verify_combined(note, trusted, first.keys.signer.name, len(logs))
-        except CheckpointError as error:
-            return number, Problem(None, f"combined checkpoint #{number}: {error}")
+    for number, combined in enumerate(opened):
         for shard, (log, listed) in enumerate(zip(logs, combined.shards, strict=True)):
-            if listed.size < floor[shard]:
-                return number, Problem(None, f"combined checkpoint #{number} lists {listed.size} entries "
-                                             f"where an earlier one listed {floor[shard]}", shard=shard)
-            floor[shard] = listed.size
             if listed.size > sizes[shard]:
                 return number, Problem(sizes[shard], f"a combined checkpoint lists {listed.size} entries "
                                                      f"but the shard holds {sizes[shard]}: entries from "
@@ -400,4 +398,56 @@ def _combined_problem(logs: list[AuditLog],
             if root != listed.root:
                 return number, Problem(None, f"combined checkpoint #{number}: the shard's first "
                                              f"{listed.size} entries have another root", shard=shard)
-    return len(notes), None
+    return len(opened), None
+
+
+def _open_combined(notes: list[str], verifiers: list[NoteVerifier], origin: str,
+                   shards: int) -> tuple[list[CombinedCheckpoint], Problem | None]:
+    """Each combined note, in order: signed by a trusted key for ``origin``, listing the
+    ``shards`` shards, and no shard smaller than in the note before."""
+    opened: list[CombinedCheckpoint] = []
+    floor = [0] * shards
+    for number, note in enumerate(notes):
+        try:
+            combined = verify_combined(note, verifiers, origin, shards)
+        except CheckpointError as error:
+            return opened, Problem(None, f"combined checkpoint #{number}: {error}")
+        for shard, listed in enumerate(combined.shards):
+            if listed.size < floor[shard]:
+                return opened, Problem(None, f"combined checkpoint #{number} lists {listed.size} entries "
+                                             f"where an earlier one listed {floor[shard]}", shard=shard)
+            floor[shard] = listed.size
+        opened.append(combined)
+    return opened, None
+
+
+def verify_shard_exports(open_export: Callable[[int], Iterable[str]], shards: int,
+                         verifiers: list[NoteVerifier], origin: str) -> VerifyReport:
+    """Check the verification exports of every shard offline (``open_export(i)`` gives shard
+    i's lines; shard 0's carries the combined notes): each as :func:`verify_export` under its
+    origin, and each root a combined note lists must be the one the shard's entries give."""
+    notes = ExportReader(open_export(0)).combined
+    opened, problem = _open_combined(notes, verifiers, origin, shards)
+    if problem is None and not notes:
+        problem = Problem(None, "shard 0's export holds no combined checkpoint: nothing is signed "
+                                "over the shards")
+    listed: list[dict[int, bytes]] = [{} for _ in range(shards)]
+    for number, combined in enumerate(opened):
+        for shard, checkpoint in enumerate(combined.shards):
+            if listed[shard].setdefault(checkpoint.size, checkpoint.root) != checkpoint.root:
+                problem = problem or Problem(None, f"combined checkpoint #{number} lists another root at "
+                                                   f"size {checkpoint.size} than an earlier one", shard=shard)
+    if problem is not None:
+        return VerifyReport(0, 0, 0, 0, problem)
+    reports = tuple(verify_export(open_export(shard), verifiers, shard_origin(origin, shard),
+                                  listed=listed[shard]) for shard in range(shards))
+    return _summed(reports, len(notes))
+
+
+def _summed(reports: tuple[VerifyReport, ...], combined: int, problem: Problem | None = None) -> VerifyReport:
+    """One report over the shards' reports: sums, and the first problem carrying its shard."""
+    problem = problem or next((replace(report.problem, shard=shard) for shard, report in enumerate(reports)
+                               if report.problem is not None), None)
+    return VerifyReport(sum(r.size for r in reports), sum(r.entries_checked for r in reports),
+                        sum(r.checkpoints_checked for r in reports) + combined,
+                        sum(r.latest_checkpoint for r in reports), problem, reports)

@@ -61,23 +61,27 @@ def audit_key() -> None:
 
 
 @audit.command("verify")
-@click.option("--export", "export_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Check an export file offline instead of the live log.")
+@click.option("--export", "export_files", type=click.Path(exists=True, dir_okay=False), multiple=True,
+              help="Check an export file offline instead of the live log; every shard's export, "
+                   "in shard order, to check them together with the combined checkpoints.")
 @click.option("--key", "keys", multiple=True, help="Trusted verifier key(s) for --export.")
 @click.option("--shard", "shard", type=click.IntRange(min=0), default=0, show_default=True,
-              help="The shard an --export file was written from (its checkpoints' origin).")
+              help="The shard a single --export file was written from (its checkpoints' origin).")
 @one_line_errors
-def audit_verify(export_file: str | None, keys: tuple[str, ...], shard: int) -> None:
+def audit_verify(export_files: tuple[str, ...], keys: tuple[str, ...], shard: int) -> None:
     """Check the chain, the tree and every checkpoint signature (every shard's, and the
     combined checkpoints over them); name the first bad index."""
     from gateway.audit import NoteVerifier
 
     settings = load_settings()
-    if export_file:
+    if export_files:
         if not keys:
             raise ConfigError("--export needs at least one --key (the log's published verifier key)")
         verifiers = [NoteVerifier.from_string(key) for key in keys]
-        report = _verify_file(export_file, verifiers, shard)
+        if len(export_files) == 1:
+            report = _verify_file(export_files[0], verifiers, shard)
+        else:
+            report = _verify_shard_files(export_files, verifiers)
     else:
         store, service = _audit_service(settings)
         try:
@@ -86,7 +90,7 @@ def audit_verify(export_file: str | None, keys: tuple[str, ...], shard: int) -> 
             store.close()
     if report.mismatch is not None:
         # Another issuer or keys directory than the log was written with: say which, not "FAILED".
-        raise ConfigError(_mismatch_line(report.mismatch, settings, offline=bool(export_file)))
+        raise ConfigError(_mismatch_line(report.mismatch, settings, offline=bool(export_files)))
     if report.problem is not None:
         where = f"index {report.problem.index}" if report.problem.index is not None else "log"
         if report.problem.shard is not None:
@@ -143,6 +147,23 @@ def _verify_file(path: str, verifiers: list[Any], shard: int) -> Any:
         return verify_export(rest, verifiers, shard_origin(verifiers[0].name, shard))
     except AuditError as error:
         raise ConfigError(f"{path}: {error}") from None
+
+
+def _verify_shard_files(paths: tuple[str, ...], verifiers: list[Any]) -> Any:
+    """The exports of every shard, shard 0's first (it carries the combined checkpoints)."""
+    from collections.abc import Iterator
+
+    from gateway.audit.errors import AuditError
+    from gateway.audit.verify import verify_shard_exports
+
+    def lines(shard: int) -> Iterator[str]:
+        with open(paths[shard], encoding="utf-8") as handle:
+            yield from handle
+
+    try:
+        return verify_shard_exports(lines, len(paths), verifiers, verifiers[0].name)
+    except AuditError as error:
+        raise ConfigError(f"{error} (give every shard's export with --export, shard 0 first)") from None
 
 
 @audit.command("archive")

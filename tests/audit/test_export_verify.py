@@ -9,8 +9,20 @@ from collections.abc import Callable
 
 import pytest
 
-from gateway.audit import AuditLog, Checkpointer, NoteVerifier, export_log, leaf_hash, verify_export
-from tests.audit.factories import ORIGIN, fill
+from gateway.audit import (
+    AuditLog,
+    AuditService,
+    Checkpointer,
+    NoteVerifier,
+    export_log,
+    leaf_hash,
+    verify_export,
+)
+from gateway.audit.checkpoint import Checkpoint
+from gateway.audit.shards import shard_origin
+from gateway.audit.verify import verify_shard_exports
+from tests.audit.conftest import SHARDS
+from tests.audit.factories import ORIGIN, fill, person_event
 
 
 @pytest.fixture
@@ -118,3 +130,48 @@ def test_a_malformed_line_in_an_export_is_reported_not_raised(audit_log: AuditLo
     lines = edit(exported(audit_log), 6, lambda item: item.pop("nonce"))
     report = verify_export(lines, keys(checkpointer), ORIGIN)
     assert report.problem is not None and report.problem.index == 6
+
+
+def verifiers(service: AuditService) -> list[NoteVerifier]:
+    return [NoteVerifier.from_string(service.verifier_key)]
+
+
+def shard_exports(service: AuditService) -> list[list[str]]:
+    for part in range(2):  # two rounds of checkpoints, then an unsigned tail
+        for n in range(part * 30, part * 30 + 30):
+            service.record(person_event(n))
+        assert service.combined is not None and service.combined.checkpoint() is not None
+    service.record(person_event(99))
+    return [list(export_log(shard.log)) for shard in service.shards]
+
+
+def test_every_shards_export_verifies_offline_with_the_combined_checkpoints(sharded: AuditService) -> None:
+    files = shard_exports(sharded)
+    assert sum(json.loads(line)["type"] == "combined" for line in files[0]) == 2
+    assert not any(json.loads(line)["type"] == "combined" for line in files[1])
+    report = verify_shard_exports(lambda shard: files[shard], SHARDS, verifiers(sharded), ORIGIN)
+    assert report.ok, report.problem
+    assert report.size == 61 and report.unsigned_tail == 1 and len(report.shards) == SHARDS
+    for shard, lines in enumerate(files):  # and each on its own, under its origin
+        assert verify_export(lines, verifiers(sharded), shard_origin(ORIGIN, shard)).ok
+
+
+def test_a_shard_export_cut_back_to_an_earlier_checkpoint_is_caught_by_the_combined_ones(
+        sharded: AuditService) -> None:
+    files = shard_exports(sharded)
+    items = [json.loads(line) for line in files[1]]
+    first = next(item for item in items if item["type"] == "checkpoint")
+    kept = Checkpoint.parse(first["note"].partition("\n\n")[0] + "\n").size
+    cut = [{**items[0], "size": kept}, first,
+           *(item for item in items if item["type"] == "entry" and item["index"] < kept)]
+    files[1] = [json.dumps(item) + "\n" for item in cut]
+    assert verify_export(files[1], verifiers(sharded), shard_origin(ORIGIN, 1)).ok  # alone: plausible
+    report = verify_shard_exports(lambda shard: files[shard], SHARDS, verifiers(sharded), ORIGIN)
+    assert report.problem is not None and report.problem.shard == 1 and report.problem.index == kept
+
+
+def test_shard_exports_without_the_combined_checkpoints_are_refused(sharded: AuditService) -> None:
+    files = shard_exports(sharded)
+    files[0] = [line for line in files[0] if json.loads(line)["type"] != "combined"]
+    report = verify_shard_exports(lambda shard: files[shard], SHARDS, verifiers(sharded), ORIGIN)
+    assert report.problem is not None and "no combined checkpoint" in report.problem.reason

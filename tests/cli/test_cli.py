@@ -217,6 +217,11 @@ def test_audit_commands_work_across_shards(env: Path, store: Store,
                                    "--shard", str(shard)])
     assert offline.exit_code == 0, offline.output
     assert runner.invoke(main, [*export, "3"]).exit_code == 2  # no such shard
+    files = [str(env / f"shard-{i}.jsonl") for i in range(3)]
+    for i, path in enumerate(files):
+        assert runner.invoke(main, ["audit", "export", "--output", path, "--shard", str(i)]).exit_code == 0
+    together = runner.invoke(main, ["audit", "verify", *(f"--export={p}" for p in files), "--key", key])
+    assert together.exit_code == 0 and together.output.startswith("ok: ") and "in 3 shards" in together.output
     keys = store.keys.audit_shard(shard)
     raw = store.redis.hget(keys.audit_entries(), "1")
     assert isinstance(raw, bytes)
