@@ -4,6 +4,12 @@ proofs, queries and exports. See docs/audit.md.
 
 from gateway.audit.checkpoint import Checkpoint, sign_checkpoint, verify_checkpoint
 from gateway.audit.checkpointer import Checkpointer, SignedCheckpoint
+from gateway.audit.combined import (
+    CombinedCheckpoint,
+    ShardedCheckpointer,
+    verify_combined,
+    verify_in_combined,
+)
 from gateway.audit.errors import AuditError, AuditIntegrityError, CheckpointError, ProofError
 from gateway.audit.events import (
     ACTIONS,
@@ -31,7 +37,16 @@ from gateway.audit.note import NoteSigner, NoteVerifier, open_note, sign_note
 from gateway.audit.proofs import TlogProof, prove, prove_latest, verify_proof
 from gateway.audit.query import AuditFilter, AuditQuery, LoggedEvent, Page
 from gateway.audit.service import AuditService
-from gateway.audit.verify import Problem, VerifyReport, verify_export, verify_log
+from gateway.audit.shard_query import ShardedQuery
+from gateway.audit.shards import shard_of_person, shard_origin
+from gateway.audit.verify import (
+    Problem,
+    VerifyReport,
+    verify_export,
+    verify_log,
+    verify_shard_exports,
+    verify_shards,
+)
 
 __all__ = [
     "ACTIONS",
@@ -50,6 +65,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "Checkpointer",
+    "CombinedCheckpoint",
     "ExportReader",
     "LoggedEvent",
     "MemorySubtrees",
@@ -59,6 +75,8 @@ __all__ = [
     "Page",
     "Problem",
     "ProofError",
+    "ShardedCheckpointer",
+    "ShardedQuery",
     "SignedCheckpoint",
     "TlogProof",
     "TreeBuilder",
@@ -74,13 +92,19 @@ __all__ = [
     "open_note",
     "prove",
     "prove_latest",
+    "shard_of_person",
+    "shard_origin",
     "sign_checkpoint",
     "sign_note",
     "utc_timestamp",
     "verify_checkpoint",
+    "verify_combined",
     "verify_consistency",
     "verify_export",
+    "verify_in_combined",
     "verify_inclusion",
     "verify_log",
     "verify_proof",
+    "verify_shard_exports",
+    "verify_shards",
 ]

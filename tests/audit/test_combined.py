@@ -6,6 +6,8 @@ import itertools
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.audit import AuditService, NoteVerifier, verify_proof
 from gateway.audit.checkpoint import Checkpoint, verify_checkpoint
@@ -129,3 +131,14 @@ def test_no_round_while_another_process_holds_shard_0s_lock(sharded: AuditServic
     sharded.log.store.redis.delete(lock)
     done = sharded.combined.checkpoint()
     assert done is not None and done.combined is not None and all(done.shards)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=2**63), st.binary(min_size=32, max_size=32)),
+                min_size=1, max_size=8))
+def test_the_note_text_round_trips_for_any_sizes_and_roots(states: list[tuple[int, bytes]]) -> None:
+    combined = combine(ORIGIN, [Checkpoint(shard_origin(ORIGIN, i), size, root)
+                                for i, (size, root) in enumerate(states)])
+    assert CombinedCheckpoint.parse(combined.text()) == combined
+    assert combined.total_size == sum(size for size, _ in states)
+    assert all(combined.covers(shard) for shard in combined.shards)

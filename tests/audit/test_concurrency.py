@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-from gateway.audit import AuditKeys, AuditLog, decode_event, verify_log
+from gateway.audit import AuditKeys, AuditLog, AuditService, decode_event, verify_log
 from gateway.audit.records import ZERO_HASH, StoredEntry
 from gateway.store import Store
-from tests.audit.factories import make_event
+from tests.audit.factories import make_event, person_event
 from tests.audit.workers import append_events
 
 
@@ -65,3 +66,25 @@ def test_sealing_while_others_append_stays_consistent(audit_log: AuditLog) -> No
             sealer.result()
     audit_log.seal()
     assert_one_unbroken_order(audit_log, appended)
+
+
+def test_threads_recording_into_shards_while_rounds_are_signed_leave_everything_verifiable(
+        make_sharded: Callable[..., AuditService]) -> None:
+    service = make_sharded(every_events=7)  # rounds signed inline, racing for shard 0's lock
+
+    def work(worker: int) -> list[tuple[int, int, str]]:
+        recorded = []
+        for i in range(40):
+            appended = service.record(person_event(worker * 40 + i, request_id=f"t{worker}-{i}"))
+            recorded.append((appended.shard, appended.index, f"t{worker}-{i}"))
+        return recorded
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        recorded = [row for batch in pool.map(work, range(6)) for row in batch]
+    for shard in service.shards:
+        mine = sorted((index, request) for s, index, request in recorded if s == shard.log.shard)
+        assert [index for index, _ in mine] == list(range(shard.log.size()))
+    assert service.combined is not None and service.combined.latest() is not None
+    report = service.verify()
+    assert report.ok, report.problem
+    assert report.size == 240
