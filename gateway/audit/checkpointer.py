@@ -67,14 +67,24 @@ class SignedCheckpoint:
     signed_at_ms: int
 
     def to_json(self) -> str:
-        return json.dumps({"note": self.note, "signed_at_ms": self.signed_at_ms}, sort_keys=True)
+        return note_member(self.note, self.signed_at_ms)
 
     @classmethod
     def from_json(cls, data: str | bytes, signer: NoteSigner) -> SignedCheckpoint:
         """Parse a stored checkpoint, checking its signature with our own key."""
-        fields = json.loads(data)
-        note = str(fields["note"])
-        return cls(verify_checkpoint(note, [signer.verifier]), note, int(fields["signed_at_ms"]))
+        note, signed_at_ms = read_note_member(data)
+        return cls(verify_checkpoint(note, [signer.verifier]), note, signed_at_ms)
+
+
+def note_member(note: str, signed_at_ms: int) -> str:
+    """A signed note as a member of a sorted set of notes (checkpoints, combined checkpoints)."""
+    return json.dumps({"note": note, "signed_at_ms": signed_at_ms}, sort_keys=True)
+
+
+def read_note_member(data: str | bytes) -> tuple[str, int]:
+    """The note and signing time of a :func:`note_member` (not yet verified)."""
+    fields = json.loads(data)
+    return str(fields["note"]), int(fields["signed_at_ms"])
 
 
 def stored_notes(log: AuditLog) -> list[tuple[int, str]]:

@@ -25,12 +25,11 @@ are one sequence in which no shard ever shrinks.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from gateway.audit.checkpoint import Checkpoint
-from gateway.audit.checkpointer import SignedCheckpoint, stored_note_rows
+from gateway.audit.checkpointer import SignedCheckpoint, note_member, read_note_member, stored_note_rows
 from gateway.audit.errors import CheckpointError
 from gateway.audit.note import NoteSigner, NoteVerifier, open_note, sign_note
 from gateway.audit.shards import shard_origin
@@ -104,13 +103,13 @@ class SignedCombined:
     signed_at_ms: int
 
     def to_json(self) -> str:
-        return json.dumps({"note": self.note, "signed_at_ms": self.signed_at_ms}, sort_keys=True)
+        return note_member(self.note, self.signed_at_ms)
 
     @classmethod
     def from_json(cls, data: str | bytes, signer: NoteSigner) -> SignedCombined:
-        fields = json.loads(data)
-        note = str(fields["note"])
-        return cls(verify_combined(note, [signer.verifier], signer.name), note, int(fields["signed_at_ms"]))
+        """Parse a stored combined checkpoint, checking its signature with our own key."""
+        note, signed_at_ms = read_note_member(data)
+        return cls(verify_combined(note, [signer.verifier], signer.name), note, signed_at_ms)
 
 
 @dataclass(frozen=True, slots=True)
