@@ -91,3 +91,21 @@ def _verify_form(browser: Browser, page: Any) -> Any:
     assert csrf
     return browser.request("POST", "/audit/verify", content=f"csrf={csrf.group(1)}",
                            headers={"content-type": "application/x-www-form-urlencoded"})
+
+
+def test_with_shards_the_console_names_each_events_shard_and_pages_across_them(
+        shop: ShopHandle, make_client: Callable[..., TestClient]) -> None:
+    auditor, digest = new_staff_token()
+    client = make_client(audit_shards=3, audit_checkpoint_events=1,
+                         staff=[{"id": "alice", "role": "auditor", "token_sha256": digest}])
+    for person in ("li-lei", "han-meimei", "alex-morgan"):
+        sign_in(Browser(client), shop, person=person, scope="openid profile phone")
+    browser = staff_browser(client, auditor)
+    page = browser.follow("/audit?lang=en")
+    rows = re.findall(r"<tr><td>(\d)/(\d+)</td>", page.text)
+    assert rows and all(0 <= int(shard) < 3 for shard, _ in rows)
+    shard, index = rows[0]
+    assert f'href="/audit/api/proof/{index}?shard={shard}"' in page.text
+    assert "consent-gateway/audit-shards@1" in page.text  # the integrity panel: the combined note
+    bad = browser.follow("/audit?lang=en&cursor=1.2")
+    assert bad.status_code == 200 and "a position in each of the 3 shards" in bad.text
