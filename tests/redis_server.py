@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import redis
 
@@ -207,6 +208,10 @@ class ClusterGroup:
         deadline = time.monotonic() + timeout
         _wait(lambda: all(_info_command(node, "CLUSTER", "INFO").startswith("cluster_state:ok")
                           and _cluster_knows_all(node, len(self.nodes)) for node in self.nodes), deadline)
+        # Replicas that have synced, so that WAIT 1 can be satisfied from the first write on.
+        _wait(lambda: all(_info(node, "replication").get("master_link_status") == "up"
+                          for node in self.nodes if _info(node, "replication").get("role") == "slave"),
+              deadline)
         return self
 
     def primaries(self) -> list[RedisServer]:
@@ -215,18 +220,45 @@ class ClusterGroup:
                 and _info(node, "replication").get("role") == "master"]
 
     def node_for_slot(self, slot: int) -> RedisServer:
-        """The primary serving ``slot`` now."""
+        """The primary serving ``slot`` now, as the running nodes see it."""
         for node in self.primaries():
-            for start, end, *_ in _cluster_slots(node):
-                if start <= slot <= end:
-                    return next(n for n in self.nodes if n.port == int(_[0][1]))
+            if any(start <= slot <= end for start, end in self.slot_ranges(node)):
+                return node
         raise LookupError(slot)
 
-    def wait_healthy(self, timeout: float = 30.0) -> None:
-        """Every running node sees a complete cluster (after a failover: the replica promoted)."""
+    def slot_ranges(self, node: RedisServer) -> list[tuple[int, int]]:
+        """The slot ranges ``node`` serves, as ``node`` itself sees them."""
+        ranges = []
+        for start, end, primary, *_ in _cluster_slots(node):
+            if int(cast(list[object], primary)[1]) == node.port:
+                ranges.append((int(cast(int, start)), int(cast(int, end))))
+        return ranges
+
+    def node_id(self, node: RedisServer) -> str:
+        return _info_command(node, "CLUSTER", "MYID")
+
+    def wait_promoted(self, slot: int, timeout: float = 30.0) -> RedisServer:
+        """After the primary serving ``slot`` was killed: its replica, once promoted and the
+        cluster whole again."""
         deadline = time.monotonic() + timeout
-        _wait(lambda: all(_info_command(node, "CLUSTER", "INFO").startswith("cluster_state:ok")
-                          for node in self.nodes if node.process is not None), deadline)
+
+        def promoted() -> bool:
+            try:
+                self.node_for_slot(slot)
+            except LookupError:
+                return False
+            return all(_info_command(node, "CLUSTER", "INFO").startswith("cluster_state:ok")
+                       for node in self.nodes if node.process is not None)
+
+        _wait(promoted, deadline)
+        return self.node_for_slot(slot)
+
+    def rejoin(self, node: RedisServer, timeout: float = 30.0) -> None:
+        """Start a killed node again: it comes back as a replica of whoever took its slots."""
+        node.start()
+        deadline = time.monotonic() + timeout
+        _wait(lambda: _info(node, "replication").get("role") == "slave"
+              and _info(node, "replication").get("master_link_status") == "up", deadline)
 
     def stop(self) -> None:
         for node in self.nodes:

@@ -34,6 +34,7 @@ from gateway.audit.records import StoredEntry, new_tail, read_entry
 from gateway.audit.sealer import Sealer
 from gateway.audit.shards import shard_origin
 from gateway.audit.tiles import RedisTiles
+from gateway.store.scripts import LuaScript
 
 if TYPE_CHECKING:
     from gateway.audit.keyfile import AuditKeys
@@ -108,7 +109,7 @@ class AuditLog:
         self.shard_keys: AuditShardKeys = store.keys.audit_shard(shard)
         self.tiles = RedisTiles(store.redis, self.shard_keys)
         self.sealer = Sealer(store, self.tiles, keys.mac_key, self.shard_keys)
-        self._append = store.redis.register_script(_APPEND)
+        self._append = LuaScript(store.redis, _APPEND)
         self._sealed_hint = 0  # the sealed size only grows: below it, no Redis read is needed
 
     def append_event(self, event: AuditEvent, event_id: str | None = None) -> Appended:
@@ -132,10 +133,10 @@ class AuditLog:
                                              hour_bucket(event.time), event_id or "", EVENT_ID_DAYS * 86400]
             if self.store.replicas_to_wait:  # with WAIT on the same connection
                 pipe = self.store.redis.pipeline(transaction=False)
-                self._append(keys=keys, args=args, client=pipe)
+                self._append.queue(pipe, keys, args)
                 index = self.store.run_durably(pipe, k.audit_size())[0]
             else:  # one round trip (redis-py adds SCRIPT EXISTS to pipelines with scripts)
-                index = self._append(keys=keys, args=args)
+                index = self._append(keys, args)
         except redis.ResponseError as error:
             if _HEAD_MISSING in str(error):
                 raise AuditIntegrityError(None, "the log's head is missing; refusing to append") from None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, cast
 from gateway.audit.errors import AuditIntegrityError
 from gateway.audit.merkle import Coord, TreeBuilder, materialize, root_plan
 from gateway.audit.records import ZERO_HASH, StoredEntry, check_entry, read_entry
+from gateway.store.scripts import LuaScript
 
 if TYPE_CHECKING:
     from gateway.audit.tiles import RedisTiles
@@ -46,7 +47,7 @@ class Sealer:
         self._tiles = tiles
         self._mac_key = mac_key
         self._batch = batch
-        self._raise_to = store.redis.register_script(_RAISE_TO)
+        self._raise_to = LuaScript(store.redis, _RAISE_TO)
 
     def sealed_size(self) -> int:
         return int(cast(bytes | None, self._store.redis.get(self._keys.audit_sealed())) or 0)
@@ -81,6 +82,6 @@ class Sealer:
                 nodes.extend(builder.push(previous))
             pipe = self._store.redis.pipeline(transaction=True)
             self._tiles.queue_writes(pipe, nodes)
-            self._raise_to(keys=[self._keys.audit_sealed()], args=[stop], client=pipe)
+            self._raise_to.queue(pipe, [self._keys.audit_sealed()], [stop])
             pipe.execute()
         return up_to

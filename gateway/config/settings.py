@@ -296,6 +296,13 @@ class Settings(BaseSettings):
     code_ttl: int = Field(default=60, ge=10, le=600, description="Authorization code life (s).")
     access_token_ttl: int = Field(default=3600, ge=60, le=86400)
     refresh_token_ttl: int = Field(default=30 * 86400, ge=3600, le=365 * 86400)
+    # Off by default: RFC 9700 §4.14.2's strict reading (every second use is a replay). With
+    # replicated Redis (Sentinel, Cluster) a reply lost in a failover would otherwise cost the
+    # person their sign-in; docs/threat-model.md, "Refresh repeats", weighs the two.
+    refresh_repeat_seconds: int = Field(
+        default=0, ge=0, le=300,
+        description="A refresh asked again with the same token this soon (a lost reply) gets the same "
+                    "answer instead of ending the token family; 0: every second use is a replay.")
     id_token_ttl: int = Field(default=3600, ge=60, le=86400)
     session_ttl: int = Field(default=8 * 3600, ge=300, le=30 * 86400)
     authorize_request_ttl: int = Field(default=600, ge=60, le=3600)

@@ -38,6 +38,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 
 from gateway.audit.events import Action
+from gateway.audit.relay import stage
 from gateway.oidc import fapi
 from gateway.oidc.clients import SUPPORTED_SCOPES, Shop
 from gateway.oidc.context import ProviderContext
@@ -278,7 +279,19 @@ class RotatingRefreshTokenGrant(grants.RefreshTokenGrant):  # type: ignore[misc]
     def authenticate_refresh_token(self, refresh_token: str) -> TokenRecord | None:
         # Peeked, not used up: a request asking for a wider scope fails with invalid_scope
         # and leaves the refresh token working; :meth:`ProviderServer.save_token` rotates it.
-        return self.ctx.tokens.peek_refresh_token(refresh_token)
+        # A token used up seconds ago comes with the answer it got (a repeat, see
+        # gateway/oidc/repeats.py): the request is still validated in full (client, scope,
+        # DPoP key) against its record before that answer is given again.
+        record, self.request.repeated_answer = self.ctx.tokens.peek_refresh_token(refresh_token)
+        return record
+
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        repeated: dict[str, Any] | None = getattr(self.request, "repeated_answer", None)
+        if repeated is None:
+            return super().create_token_response()  # type: ignore[no-any-return]
+        log.info("refresh repeated within the repeat window: the same answer again",
+                 extra={"client_id": self.request.client.client_id})
+        return 200, repeated, self.TOKEN_RESPONSE_HEADER
 
     def authenticate_user(self, refresh_token: TokenRecord) -> Person:
         return Person(refresh_token.person_id, refresh_token.auth_time)
@@ -511,14 +524,24 @@ class ProviderServer(AuthorizationServer):  # type: ignore[misc]
         jkt: str | None = getattr(request, "dpop_jkt", None)
         if jkt is not None:
             token["token_type"] = "DPoP"  # noqa: S105 - the RFC 9449 token type
-        outcome = self.ctx.tokens.exchange(
-            source, token, access_jkt=jkt, refresh_jkt=jkt if request.client.config.is_public else None)
+        action: Action = "token_issued" if request.authorization_code else "token_refreshed"
+        # Staged with the exchange, relayed right after: once the tokens are stored, the
+        # shop gets them even if the log cannot take the event this instant (it is kept,
+        # and the relay appends it); a 503 then would leave the shop a used-up token.
+        event = stage(self.ctx.event(action, shop=request.client.client_id, person=request.user.id))
+        presented = None if request.authorization_code else request.payload.data.get("refresh_token")
+        outcome = self.ctx.tokens.exchange(source, token, event, access_jkt=jkt,
+                                           refresh_jkt=jkt if request.client.config.is_public else None,
+                                           presented=presented)
+        if outcome is Exchange.REPEATED:
+            log.info("refresh repeated within the repeat window: the same answer again",
+                     extra={"client_id": request.client.client_id})
+            return
         if outcome is not Exchange.DONE:
             log.info("grant refused at exchange", extra={"reason": outcome.name.lower(),
                                                          "client_id": request.client.client_id})
             raise InvalidGrantError()
-        action: Action = "token_issued" if request.authorization_code else "token_refreshed"
-        self.ctx.record(action, shop=request.client.client_id, person=request.user.id)
+        self.ctx.relay_staged(request.user.id)
 
     def create_oauth2_request(self, request: ProviderRequest) -> ProviderRequest:
         return request

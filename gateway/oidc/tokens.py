@@ -24,8 +24,10 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from gateway.oidc.repeats import open_answer, seal_answer
 from gateway.store import Store
-from gateway.store.grants import Exchange, Issue, NewToken, Peek
+from gateway.store.commits import Staged
+from gateway.store.grants import Exchange, Issue, NewToken, Peek, StagedEvent
 from gateway.store.slots import CredentialRouting
 
 TokenKind = Literal["access_token", "refresh_token"]
@@ -121,7 +123,7 @@ class TokenRecord:
 
 class TokenService:
     def __init__(self, store: Store, routing: CredentialRouting, *, code_ttl: int, access_ttl: int,
-                 refresh_ttl: int) -> None:
+                 refresh_ttl: int, repeat_seconds: int = 0) -> None:
         self._store = store
         self._keys = store.keys
         self._routing = routing
@@ -129,6 +131,7 @@ class TokenService:
         self.code_ttl = code_ttl
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
+        self.repeat_seconds = repeat_seconds  # a refresh asked again this soon: the same answer
         # Called after a replayed code or refresh token revoked its family (the provider
         # context records it in the audit log).
         self.on_replay: Callable[[str, str], None] = lambda person_id, client_id: None
@@ -169,32 +172,46 @@ class TokenService:
     def peek_code(self, code: str) -> AuthorizationCode | None:
         """A live code, not used up (the token request is validated first). A used one is a
         replay: it revokes everything issued from it."""
-        data = self._peek(self.code_key(code), replay=True)
+        data, _ = self._peek(self.code_key(code), replay=True)
         return AuthorizationCode(**data) if data is not None else None
 
-    def peek_refresh_token(self, token: str) -> TokenRecord | None:
-        """A live refresh token, not used up; a used one revokes its family (a replay)."""
-        data = self._peek(self.token_key("refresh_token", token), replay=True)
-        return TokenRecord(**data) if data is not None else None
+    def peek_refresh_token(self, token: str) -> tuple[TokenRecord | None, dict[str, Any] | None]:
+        """A live refresh token, not used up; a used one revokes its family (a replay) —
+        unless it was used up within ``repeat_seconds`` and its grant is live: then its
+        record and the answer its exchange gave (gateway/oidc/repeats.py)."""
+        data, sealed = self._peek(self.token_key("refresh_token", token), replay=True)
+        if data is None:
+            return None, None
+        if sealed is None:
+            return TokenRecord(**data), None
+        answer = open_answer(token, sealed)
+        return (TokenRecord(**data), answer) if answer is not None else (None, None)
 
-    def _peek(self, key: str, *, replay: bool) -> dict[str, Any] | None:
-        outcome, raw = self._grants.peek(key, family_ttl=self.refresh_ttl, used_is_replay=replay)
-        if raw is None or outcome is Peek.UNKNOWN:
-            return None
-        data: dict[str, Any] = json.loads(raw)
-        if outcome is Peek.USED and replay:
+    def _peek(self, key: str, *, replay: bool) -> tuple[dict[str, Any] | None, bytes | None]:
+        """The record if live (with ``replay``: also if just used and its answer kept, with
+        that sealed answer)."""
+        peeked = self._grants.peek(key, family_ttl=self.refresh_ttl, used_is_replay=replay)
+        if peeked.value is None or peeked.outcome is Peek.UNKNOWN:
+            return None, None
+        data: dict[str, Any] = json.loads(peeked.value)
+        if peeked.outcome is Peek.USED and replay:
             self.on_replay(data["person_id"], data["client_id"])
-        if outcome is not Peek.LIVE or data.get("expires_at", float("inf")) <= time.time():
-            return None
-        return data
+        if data.get("expires_at", float("inf")) <= time.time():
+            return None, None
+        if peeked.outcome is Peek.REPEAT and replay:
+            return data, peeked.answer
+        return (data, None) if peeked.outcome is Peek.LIVE else (None, None)
 
     # -- tokens --------------------------------------------------------------------------
 
-    def exchange(self, source: AuthorizationCode | TokenRecord, token: dict[str, Any], *,
-                 access_jkt: str | None = None, refresh_jkt: str | None = None) -> Exchange:
+    def exchange(self, source: AuthorizationCode | TokenRecord, token: dict[str, Any], event: Staged, *,
+                 access_jkt: str | None = None, refresh_jkt: str | None = None,
+                 presented: str | None = None) -> Exchange:
         """Use up ``source`` (a peeked code or refresh token) and store the access (and
-        refresh) token it is exchanged for, in one script: nothing is stored unless the
-        source was still unused, its grant generation unchanged and its family live.
+        refresh) token it is exchanged for, and stage ``event`` (its audit event) in the
+        person's outbox, in one script: nothing is stored unless the source was still
+        unused, its grant generation unchanged and its family live. ``presented``: the
+        refresh token used up, under which the answer is kept for a repeat.
         ``access_jkt`` / ``refresh_jkt``: the DPoP key thumbprint each is bound to (written
         into the records, so binding costs nothing more)."""
         now = int(time.time())
@@ -214,23 +231,36 @@ class TokenService:
                                  access_jkt if kind == "access_token" else refresh_jkt)
             new.append(NewToken(key, _stored(record), ttl))
         is_code = isinstance(source, AuthorizationCode)
-        outcome = self._grants.exchange(
+        outcome, repeated = self._grants.exchange(
             source.key, grant=source.grant_key, family=source.family_key,
             family_index=self._keys.person_shop_families(source.person_id, source.client_id),
             generation=source.gen,
             tombstone_ttl=CODE_TOMBSTONE_SECONDS if is_code else self.refresh_ttl,
-            family_ttl=self.refresh_ttl, tokens=new)
+            family_ttl=self.refresh_ttl, tokens=new,
+            answer=seal_answer(presented, token) if presented and self.repeat_seconds else b"",
+            answer_ttl=self.repeat_seconds,
+            event=StagedEvent(self._keys.person_outbox(source.person_id),
+                              self._store.commits.pending_key(source.person_id), source.person_id,
+                              event.event_id, event.payload))
         if outcome is Exchange.REPLAYED:
             self.on_replay(source.person_id, source.client_id)
+        if outcome is Exchange.REPEATED:
+            # The same refresh raced itself (a retry overtaking a slow first try): the answer
+            # the first one got, in place of the one authlib prepared.
+            answer = open_answer(presented, repeated) if presented and repeated else None
+            if answer is None:
+                return Exchange.STALE
+            token.clear()
+            token.update(answer)
         return outcome
 
     def find_access_token(self, token: str) -> TokenRecord | None:
-        data = self._peek(self.token_key("access_token", token), replay=False)
+        data, _ = self._peek(self.token_key("access_token", token), replay=False)
         return TokenRecord(**data) if data is not None else None
 
     def find_refresh_token(self, token: str) -> TokenRecord | None:
         """Look a refresh token up without using it (introspection, revocation)."""
-        data = self._peek(self.token_key("refresh_token", token), replay=False)
+        data, _ = self._peek(self.token_key("refresh_token", token), replay=False)
         return TokenRecord(**data) if data is not None else None
 
     def find_token(self, token: str, hint: str | None) -> TokenRecord | None:

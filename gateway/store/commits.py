@@ -117,7 +117,7 @@ class Commits:
             args += [if_tokens_live.event_id, if_tokens_live.payload]
         pipe = self._store.pipeline()
         self._commit.queue(pipe, [record_key, grant_key, keys.person_outbox(person_id), family_index,
-                                  self._pending_key(person_id)], args)
+                                  self.pending_key(person_id)], args)
         return Commit(int(cast(int, self._store.run_durably(pipe, record_key)[0])))
 
     def erase_person(self, person_id: str, deleted: Sequence[str], events: Sequence[Staged]) -> None:
@@ -128,10 +128,10 @@ class Commits:
             args += [staged.event_id, staged.payload]
         pipe = self._store.pipeline()
         self._erase.queue(pipe, [keys.person_erased(person_id), keys.person_outbox(person_id),
-                                 self._pending_key(person_id), *deleted], args)
+                                 self.pending_key(person_id), *deleted], args)
         self._store.run_durably(pipe, keys.person_erased(person_id))
 
-    def _pending_key(self, person_id: str) -> str:
+    def pending_key(self, person_id: str) -> str:
         """The pending set a change of this person goes into: the one set on a single server,
         the set of the person's slot on a cluster."""
         if self._store.cluster:
@@ -148,7 +148,7 @@ class Commits:
         pipe = self._store.pipeline()
         if event_ids:
             pipe.hdel(keys.person_outbox(person_id), *event_ids)
-        self._prune.queue(pipe, [keys.person_outbox(person_id), self._pending_key(person_id)], [person_id])
+        self._prune.queue(pipe, [keys.person_outbox(person_id), self.pending_key(person_id)], [person_id])
         pipe.execute()
 
     def pending(self, count: int) -> list[str]:

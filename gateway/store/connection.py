@@ -72,7 +72,7 @@ class Store:
         self.replica_wait_ms = replica_wait_ms
         self.keys = KeySpace(prefix)
         self._scripts = AtomicScripts(self.redis)
-        self.grants = GrantScripts(self.redis)
+        self.grants = GrantScripts(self)
         self.limits = RateLimits(self.redis, self.keys)
         self.commits = Commits(self)
         self._embedded = embedded
@@ -137,6 +137,27 @@ class Store:
                 raise NotReplicatedError("the slot moved while the write was waiting for replicas")
         return replies
 
+    def scan_step(self, cursor: int, match: str, count: int) -> tuple[int, list[bytes]]:
+        """One SCAN step over the whole key space; 0 starts and ends a walk.
+
+        On a cluster the walk visits every primary in turn, ordered by the first slot each
+        serves (a failover hands the same slots to the replica, so the order stays), and the
+        cursor carries the primary's place in its low byte. A node's SCAN cursor means nothing
+        on another node: a walk resumed after a failover may miss keys of that node, which is
+        why the walks that must be complete (``KeyRing.retire``) count again before acting."""
+        if self._cluster is None:
+            found = cast(tuple[int, list[bytes]], self.redis.scan(cursor, match=match, count=count))
+            return int(found[0]), found[1]
+        primaries = _primaries_in_slot_order(self._cluster)
+        place, node_cursor = cursor & 0xFF, cursor >> 8
+        if place >= len(primaries):  # the cluster has fewer primaries than when the walk began
+            return 0, []
+        node = self._cluster.get_redis_connection(primaries[place])
+        next_cursor, names = cast(tuple[int, list[bytes]], node.scan(node_cursor, match=match, count=count))
+        if int(next_cursor):
+            return int(next_cursor) << 8 | place, names
+        return (place + 1 if place + 1 < len(primaries) else 0), names
+
     def ping(self) -> bool:
         try:
             return bool(self.redis.ping())
@@ -149,6 +170,15 @@ class Store:
         if self._embedded is not None:
             self._embedded.shutdown(save=True)
             self._embedded = None
+
+
+def _primaries_in_slot_order(cluster: RedisCluster) -> list[ClusterNode]:
+    first_slot: dict[str, tuple[int, ClusterNode]] = {}
+    for slot, nodes in cluster.nodes_manager.slots_cache.items():
+        primary = nodes[0]
+        if primary.name not in first_slot or slot < first_slot[primary.name][0]:
+            first_slot[primary.name] = (slot, primary)
+    return [node for _, node in sorted(first_slot.values(), key=lambda pair: pair[0])]
 
 
 # Seconds: a Redis that does not answer fails the request quickly (503) instead of holding a

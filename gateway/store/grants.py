@@ -16,19 +16,22 @@ extra round trip and no window between check and use (docs/architecture.md,
 which the scripts read with ``cjson``; used single-use values are kept behind a ``!``
 marker as tombstones, so that a second presentation is seen as a replay.
 
-Cluster note: the credential keys are named by the digest of the secret, not by person, so
-these scripts touch keys of several slots. That is fine on one server and behind
-Sentinel; Redis Cluster needs credentials routed to the person's slot first (issue 22).
+Cluster note: a credential's key is tagged with its person's slot (gateway/store/slots.py),
+so every script here touches one slot; on a cluster, a peek first reads the record to declare
+the grant and family keys it checks (one more round trip, see ``_PEEK``).
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
+from gateway.store.scripts import LuaScript
+
 if TYPE_CHECKING:
-    import redis
+    from gateway.store.connection import Store
 
 DEAD = "!dead"  # the member that marks a token family as revoked
 
@@ -45,54 +48,89 @@ end
 """
 
 _LIVE = """
-local function live(rec)
-  if rec.grant_key == nil or rec.family_key == nil then return false end
-  local gen = redis.call('GET', rec.grant_key)
+local function live(rec, grant_key, family_key)
+  if grant_key == nil or family_key == nil then return false end
+  local gen = redis.call('GET', grant_key)
   if not gen or tonumber(gen) ~= tonumber(rec.gen) then return false end
-  return redis.call('SISMEMBER', rec.family_key, '!dead') == 0
+  return redis.call('SISMEMBER', family_key, '!dead') == 0
 end
 """
 
-# KEYS[1] credential. ARGV[1] family ttl, ARGV[2] '1' = a used value is a replay (kill its
-# family). Returns {outcome, value}.
+# KEYS[1] credential, KEYS[2] the answer its exchange left for a repeat (see _EXCHANGE), and
+# on Redis Cluster KEYS[3] its grant and KEYS[4] its family as its record names them (read in
+# a first step): keys a script reads must be declared there, or while the slot migrates the
+# script may run on a node that has the credential but no longer the grant, and take a moved
+# grant for a withdrawn one. ARGV[1] family ttl, ARGV[2] '1' = a used value is a replay (kill
+# its family) unless its answer is still kept and its grant live. Returns {outcome, value[,
+# answer]}.
 _PEEK = _KILL_FAMILY + _LIVE + """
 local value = redis.call('GET', KEYS[1])
 if not value then return {0} end
-if string.sub(value, 1, 1) == '!' then
-  local used = string.sub(value, 2)
-  if ARGV[2] == '1' then kill(cjson.decode(used).family_key, tonumber(ARGV[1])) end
-  return {2, used}
+local used = string.sub(value, 1, 1) == '!'
+local rec = cjson.decode(used and string.sub(value, 2) or value)
+local grant_key, family_key = rec.grant_key, rec.family_key
+if KEYS[3] then
+  if KEYS[3] ~= grant_key or KEYS[4] ~= family_key then return {0} end
 end
-if not live(cjson.decode(value)) then return {3, value} end
+if used then
+  local answer = redis.call('GET', KEYS[2])
+  if answer then
+    if live(rec, grant_key, family_key) then return {4, string.sub(value, 2), answer} end
+    return {3, string.sub(value, 2)}
+  end
+  if ARGV[2] == '1' then kill(family_key, tonumber(ARGV[1])) end
+  return {2, string.sub(value, 2)}
+end
+if not live(rec, grant_key, family_key) then return {3, value} end
 return {1, value}
 """
 
-# Take a code or refresh token and write what it is exchanged for, atomically.
+# Take a code or refresh token and write what it is exchanged for, atomically, with the audit
+# event that says so staged in the person's outbox (gateway/store/commits.py): a reply lost
+# after the exchange, or a log that cannot take the event at once, then neither loses the
+# event nor leaves the shop holding a used-up token it would have to replay.
+# A refresh also leaves its answer, sealed under the refresh token itself
+# (gateway/oidc/repeats.py), for a short while: a shop that lost the reply and asks again
+# with the same token gets the same answer instead of a replay that ends the family.
 # KEYS[1] credential, KEYS[2] grant, KEYS[3] family, KEYS[4] the person-shop family index,
-# KEYS[5..] the new tokens. ARGV[1] expected generation, ARGV[2] tombstone ttl, ARGV[3]
-# family ttl, then one (value, ttl) pair per new token.
+# KEYS[5] outbox, KEYS[6] pending set, KEYS[7] the kept answer, KEYS[8..] the new tokens.
+# ARGV[1] expected generation, ARGV[2] tombstone ttl, ARGV[3] family ttl, ARGV[4] event id
+# ('' = none), ARGV[5] event, ARGV[6] person, ARGV[7] the sealed answer ('' = none), ARGV[8]
+# its ttl, then one (value, ttl) pair per new token.
 _EXCHANGE = _KILL_FAMILY + """
 local value = redis.call('GET', KEYS[1])
-if not value then return 0 end
+if not value then return {0} end
 if string.sub(value, 1, 1) == '!' then
+  local answer = redis.call('GET', KEYS[7])
+  if answer then
+    if redis.call('GET', KEYS[2]) == ARGV[1] and redis.call('SISMEMBER', KEYS[3], '!dead') == 0 then
+      return {4, answer}
+    end
+    return {3}
+  end
   kill(KEYS[3], tonumber(ARGV[3]))
-  return 2
+  return {2}
 end
 local gen = redis.call('GET', KEYS[2])
 if not gen or gen ~= ARGV[1] or redis.call('SISMEMBER', KEYS[3], '!dead') == 1 then
   redis.call('DEL', KEYS[1])
-  return 3
+  return {3}
 end
 redis.call('SET', KEYS[1], '!' .. value, 'EX', tonumber(ARGV[2]))
-for i = 5, #KEYS do
-  local at = 4 + (i - 5) * 2
+if ARGV[7] ~= '' then redis.call('SET', KEYS[7], ARGV[7], 'EX', tonumber(ARGV[8])) end
+for i = 8, #KEYS do
+  local at = 9 + (i - 8) * 2
   redis.call('SET', KEYS[i], ARGV[at], 'EX', tonumber(ARGV[at + 1]))
   redis.call('SADD', KEYS[3], KEYS[i])
+end
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[5], ARGV[4], ARGV[5])
+  redis.call('SADD', KEYS[6], ARGV[6])
 end
 redis.call('EXPIRE', KEYS[3], tonumber(ARGV[3]))
 redis.call('SADD', KEYS[4], KEYS[3])
 redis.call('EXPIRE', KEYS[4], tonumber(ARGV[3]))
-return 1
+return {1}
 """
 
 # Store a new code only under the generation its consent decision saw, and list its family
@@ -135,6 +173,7 @@ class Peek(enum.Enum):
     LIVE = 1  # unused, its grant and family live
     USED = 2  # taken before (for a code or refresh token presented again: a replay)
     STALE = 3  # its grant changed (withdrawal, narrowing, erasure) or its family is dead
+    REPEAT = 4  # taken moments ago, its sealed answer kept: the same request again
 
 
 class Exchange(enum.Enum):
@@ -142,6 +181,7 @@ class Exchange(enum.Enum):
     DONE = 1
     REPLAYED = 2  # taken meanwhile by another request: the family is now dead
     STALE = 3
+    REPEATED = 4  # taken moments ago by the same request, whose kept answer comes back
 
 
 class Issue(enum.Enum):
@@ -157,32 +197,80 @@ class NewToken:
     ttl: int
 
 
+@dataclass(frozen=True, slots=True)
+class Peeked:
+    outcome: Peek
+    value: bytes | None = None
+    answer: bytes | None = None  # REPEAT: the sealed answer of the exchange
+
+
+def answer_key(credential_key: str) -> str:
+    """Where an exchange keeps its sealed answer for a repeat: beside the credential, in its
+    slot."""
+    return f"{credential_key}:answer"
+
+
+@dataclass(frozen=True, slots=True)
+class StagedEvent:
+    """An audit event to stage with an exchange: the person's outbox and pending set, the
+    event's id and canonical JSON (gateway/store/commits.py)."""
+
+    outbox: str
+    pending: str
+    person_id: str
+    event_id: str
+    payload: bytes
+
+
 class GrantScripts:
     """The scripts above, registered once per client (EVALSHA after the first call)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, store: Store) -> None:
+        client = store.redis
+        self._store = store
+        self._client = client
+        self._cluster = store.cluster
         self._peek = client.register_script(_PEEK)
-        self._exchange = client.register_script(_EXCHANGE)
+        self._exchange = LuaScript(client, _EXCHANGE)
         self._issue = client.register_script(_ISSUE)
         self._revoke_family = client.register_script(_REVOKE_FAMILY)
         self._revoke_index = client.register_script(_REVOKE_INDEX)
 
-    def peek(self, key: str, *, family_ttl: int, used_is_replay: bool) -> tuple[Peek, bytes | None]:
+    def peek(self, key: str, *, family_ttl: int, used_is_replay: bool) -> Peeked:
         """Load a credential without using it; a used one revokes its family if
-        ``used_is_replay``."""
-        reply = cast(list[object], self._peek(keys=[key], args=[family_ttl, "1" if used_is_replay else "0"]))
-        value = cast(bytes, reply[1]) if len(reply) > 1 else None
-        return Peek(int(cast(int, reply[0]))), value
+        ``used_is_replay`` (unless its exchange's answer is still kept: a repeat)."""
+        keys = [key, answer_key(key)]
+        if self._cluster:
+            stored = self._client.get(key)
+            if not isinstance(stored, bytes):
+                return Peeked(Peek.UNKNOWN)
+            record = json.loads(stored.removeprefix(b"!"))
+            if record.get("grant_key") and record.get("family_key"):  # else the script says STALE
+                keys += [str(record["grant_key"]), str(record["family_key"])]
+        reply = cast(list[bytes], self._peek(keys=keys, args=[family_ttl, "1" if used_is_replay else "0"]))
+        return Peeked(Peek(int(reply[0])), *reply[1:3])
 
     def exchange(self, credential: str, *, grant: str, family: str, family_index: str,
                  generation: int, tombstone_ttl: int, family_ttl: int,
-                 tokens: list[NewToken]) -> Exchange:
-        args: list[str | int] = [str(generation), tombstone_ttl, family_ttl]
+                 tokens: list[NewToken], event: StagedEvent, answer: bytes = b"", answer_ttl: int = 0
+                 ) -> tuple[Exchange, bytes | None]:
+        """One script; with ``replicas_to_wait`` acknowledged only once replicas have it
+        (it stages an audit event, and a promoted replica must not hand back a used token).
+        ``answer``: the sealed response kept ``answer_ttl`` seconds for a repeat; returned
+        (sealed) with :attr:`Exchange.REPEATED` when the credential was just used with one."""
+        args: list[str | bytes | int] = [str(generation), tombstone_ttl, family_ttl, event.event_id,
+                                         event.payload, event.person_id, answer, answer_ttl]
         for token in tokens:
             args += [token.value, token.ttl]
-        reply = self._exchange(keys=[credential, grant, family, family_index, *(t.key for t in tokens)],
-                               args=args)
-        return Exchange(int(cast(int, reply)))
+        keys = [credential, grant, family, family_index, event.outbox, event.pending,
+                answer_key(credential), *(t.key for t in tokens)]
+        if not self._store.replicas_to_wait:
+            reply = cast(list[bytes], self._exchange(keys, args))
+        else:
+            pipe = self._store.pipeline()
+            self._exchange.queue(pipe, keys, args)
+            reply = cast(list[bytes], self._store.run_durably(pipe, credential)[0])
+        return Exchange(int(reply[0])), (reply[1] if len(reply) > 1 else None)
 
     def issue(self, key: str, value: str, ttl: int, *, grant: str, erased: str, family: str,
               family_index: str, index_ttl: int, expected_generation: int | None) -> Issue:

@@ -150,22 +150,19 @@ class DataKeyStore:
         pipe.delete(dek, *also)
         return bool(pipe.execute()[0])
 
-    # -- walking all data keys (rewrap, retire) ----------------------------------------
+    # -- walking all data keys (rewrap, retire): every primary of a cluster --------------
 
     def scan(self, cursor: int, count: int = SCAN_BATCH) -> tuple[int, dict[str, bytes]]:
         """One SCAN step: the next cursor and the wrapped keys found, by Redis key name."""
-        next_cursor, names = cast(
-            tuple[int, list[bytes]],
-            self._store.redis.scan(cursor, match=self._store.keys.vault_data_key_pattern(), count=count),
-        )
+        next_cursor, names = self._store.scan_step(cursor, self._store.keys.vault_data_key_pattern(), count)
         if not names:
-            return int(next_cursor), {}
+            return next_cursor, {}
         pipe = self._store.redis.pipeline(transaction=False)
         for name in names:
             pipe.get(name)
         values = cast(list[bytes | None], pipe.execute())
         found = {n.decode(): v for n, v in zip(names, values, strict=True) if isinstance(v, bytes)}
-        return int(next_cursor), found
+        return next_cursor, found
 
     def count_by_kek(self) -> dict[str, int]:
         """How many data keys each KEK wraps (hex id → count); a full SCAN of the key space."""
@@ -191,13 +188,10 @@ class DataKeyStore:
         total = 0
         cursor = 0
         while True:
-            cursor, names = cast(
-                tuple[int, list[bytes]],
-                self._store.redis.scan(cursor, match=self._store.keys.vault_data_key_pattern(),
-                                       count=SCAN_BATCH),
-            )
+            cursor, names = self._store.scan_step(cursor, self._store.keys.vault_data_key_pattern(),
+                                                  SCAN_BATCH)
             total += len(names)
-            if int(cursor) == 0:
+            if cursor == 0:
                 return total
 
     def replace_if_unchanged(self, changes: list[tuple[str, bytes, bytes]]) -> int:

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from starlette.testclient import TestClient
 
+from gateway.audit.relay import stage
 from gateway.oidc.account import AccountService
 from gateway.oidc.tokens import StaleGrantError, TokenService
 from gateway.store import Store
@@ -117,7 +118,8 @@ def test_withdrawal_ends_tokens_mid_rotation_and_their_successors(client: TestCl
     AccountService(provider(client)).withdraw(person_of(store, shop), shop.client_id)
     successor = {"access_token": service.new_credential(old.person_id),
                  "refresh_token": service.new_credential(old.person_id), "scope": old.scope}
-    assert service.exchange(old, successor) in (Exchange.STALE, Exchange.UNKNOWN)
+    event = stage(provider(client).event("token_refreshed", person=old.person_id))
+    assert service.exchange(old, successor, event) in (Exchange.STALE, Exchange.UNKNOWN)
     assert works(client, shop, tokens) == []
     assert service.find_access_token(successor["access_token"]) is None
 
@@ -134,7 +136,8 @@ def test_a_replay_seen_before_the_winner_saves_kills_the_winners_tokens(
     assert exchange_code(client, shop, code, verifier).status_code == 200  # the other request
     late = {"access_token": service.new_credential(first.person_id),
             "refresh_token": service.new_credential(first.person_id), "scope": first.scope}
-    assert service.exchange(first, late) is Exchange.REPLAYED
+    event = stage(provider(client).event("token_issued", person=first.person_id))
+    assert service.exchange(first, late, event) is Exchange.REPLAYED
     assert service.find_access_token(late["access_token"]) is None
     replay = exchange_code(client, shop, code, verifier)
     assert replay.status_code == 400

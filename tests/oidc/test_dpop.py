@@ -491,7 +491,8 @@ def test_records_without_dpop_are_stored_as_before(client: TestClient, shop: Sho
     code, verifier = code_for(client, shop)
     redeem(client, shop, code, verifier)
     bound_tokens(client, shop, new_key())
-    stored = [json.loads(store.redis.get(key)) for key in store.redis.scan_iter(f"{store.keys.prefix}{{*}}:at:*")]
+    stored = [json.loads(store.redis.get(key))
+              for key in store.redis.scan_iter(f"{store.keys.prefix}{{*}}:at:*")]
     assert sorted("jkt" in record for record in stored) == [False, True]
     codes = [store.redis.get(key) for key in store.redis.scan_iter(f"{store.keys.prefix}{{*}}:code:*")]
     assert codes and all(b"dpop_jkt" not in value for value in codes)
