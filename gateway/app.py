@@ -16,6 +16,7 @@ import redis
 from authlib.oauth2.rfc6749 import OAuth2Error
 from fastapi import FastAPI
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.exceptions import RedisClusterException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.staticfiles import StaticFiles
@@ -180,8 +181,9 @@ def last_resort(renderer: Renderer, request: Request, error: Exception) -> Respo
     if isinstance(error, AuditError):
         log.error("audit log unavailable", extra={"route": request.url.path, "error": type(error).__name__})
         return unavailable(renderer, request, "The audit log is unavailable.")
-    if isinstance(error, redis.RedisError):
-        # Down, hanging past the socket timeout, loading, read-only after a failover.
+    if isinstance(error, redis.RedisError | RedisClusterException):
+        # Down, hanging past the socket timeout, loading, read-only after a failover; on a
+        # cluster also a slot no node serves (redis-py raises those outside RedisError).
         log.error("redis unavailable", extra={"route": request.url.path, "error": type(error).__name__})
         return unavailable(renderer, request, "The service is temporarily unavailable.")
     # The details go to the log (type only: messages may quote input); the client learns
@@ -328,6 +330,7 @@ def create_app(settings: Settings, store: Store | None = None) -> FastAPI:
 
     app.add_exception_handler(AuditError, outage)
     app.add_exception_handler(redis.RedisError, outage)
+    app.add_exception_handler(RedisClusterException, outage)
 
     @app.exception_handler(RateLimitedError)
     async def rate_limited(request: Request, error: RateLimitedError) -> Response:

@@ -31,7 +31,7 @@ from typing import Any, cast
 import redis
 from redis.backoff import NoBackoff
 from redis.cluster import ClusterNode, ClusterPipeline, RedisCluster
-from redis.exceptions import AskError, MovedError, TryAgainError
+from redis.exceptions import AskError, MovedError, RedisClusterException, SlotNotCoveredError, TryAgainError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool
 
@@ -206,8 +206,26 @@ ClusterPipeline.ERRORS_ALLOW_RETRY = (MovedError, AskError, TryAgainError)  # ty
 def cluster_client(url: str) -> RedisCluster:
     """A Redis Cluster client that starts from the node at ``url``, with the gateway's timeouts
     and no re-execution (a lost reply fails the request; redirections are followed)."""
-    return RedisCluster.from_url(url, socket_timeout=SOCKET_TIMEOUT,
-                                 socket_connect_timeout=CONNECT_TIMEOUT, retry=Retry(NoBackoff(), 0))
+    client = RedisCluster.from_url(url, socket_timeout=SOCKET_TIMEOUT,
+                                   socket_connect_timeout=CONNECT_TIMEOUT, retry=Retry(NoBackoff(), 0))
+    _reachability_as_connection_error(client)
+    return client
+
+
+def _reachability_as_connection_error(client: RedisCluster) -> None:
+    """redis-py reports "no node reachable" while it refreshes the slot map as a
+    RedisClusterException, outside the RedisError family every caller of the gateway treats
+    as an outage (503, the relay waits, readiness fails): report it as the ConnectionError it
+    is. (Cross-slot mistakes stay RedisClusterExceptions: a bug, not an outage.)"""
+    initialize = client.nodes_manager.initialize
+
+    def initialize_or_fail_as_connection_error(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return initialize(*args, **kwargs)
+        except (RedisClusterException, SlotNotCoveredError) as error:
+            raise redis.ConnectionError(str(error)) from error
+
+    client.nodes_manager.initialize = initialize_or_fail_as_connection_error  # type: ignore[method-assign]
 
 
 def sentinel_client(sentinels: list[str], master: str, db: int) -> redis.Redis:
@@ -317,7 +335,7 @@ def open_store(settings: Settings, *, serving: bool = False) -> Store:
     elif settings.redis_cluster:
         try:
             client = cluster_client(settings.redis_url)
-        except redis.RedisError as error:  # the first node did not answer CLUSTER SLOTS
+        except (redis.RedisError, RedisClusterException) as error:  # no node answered CLUSTER SLOTS
             raise ConfigError("invalid setting GATEWAY_REDIS_URL: the Redis Cluster does not answer "
                               f"({error})") from None
     elif settings.redis_sentinels:
