@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import cast
 
 from gateway.store import Store
 from gateway.upstream.base import UpstreamIdentity
@@ -45,7 +46,12 @@ class IdentityService:
         link_key = self._link_key(identity)
         alias_keys = [self._key(namespace, subject) for namespace, subject in identity.also_known_as]
         for _ in range(2):
-            known = self._store.redis.mget([link_key, *alias_keys])
+            # One GET per link in one pipeline, not MGET: the link keys are named by the
+            # provider's subject and lie in different Redis Cluster slots.
+            reads = self._store.pipeline()
+            for key in (link_key, *alias_keys):
+                reads.get(key)
+            known = cast(list[bytes | None], reads.execute())
             found = next((value for value in known if value), None)
             candidate = found.decode() if isinstance(found, bytes) else secrets.token_hex(16)
             # SET NX: two simultaneous first sign-ins of one person agree on one id.
