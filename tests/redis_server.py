@@ -180,6 +180,7 @@ class ClusterGroup:
     directory: Path
     node_timeout_ms: int = 2000
     nodes: list[RedisServer] = field(default_factory=list)
+    server_args: list[str] = field(default_factory=list)  # e.g. --appendfsync everysec
 
     @property
     def seed_url(self) -> str:
@@ -201,7 +202,7 @@ class ClusterGroup:
             directory = self.directory / f"node-{index}"
             self.nodes.append(RedisServer(directory, port=free_cluster_port(), extra_args=[
                 "--cluster-enabled", "yes", "--cluster-config-file", str(directory / "nodes.conf"),
-                "--cluster-node-timeout", str(self.node_timeout_ms)]).start())
+                "--cluster-node-timeout", str(self.node_timeout_ms), *self.server_args]).start())
         subprocess.run([REDIS_CLI, "--cluster", "create", *self.addresses, "--cluster-replicas", "1",
                         "--cluster-yes"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        timeout=timeout)
