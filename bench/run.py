@@ -427,24 +427,26 @@ def _credential_key(direct: redis.Redis, prefix: str, kind: str, value: str) -> 
 
 def _gateway_person_keys(direct: redis.Redis, prefix: str, client_id: str, tokens: Tokens,
                          session: str) -> dict[str, list[str]]:
+    from gateway.oidc.credentials import read_token
     from gateway.store import KeySpace
+    from gateway.upstream.links import LinkIndex
 
     keys = KeySpace(prefix)
     # A token's key is tagged with its person's slot, which only the gateway can read from the
-    # token (gateway/store/slots.py): find it by its digest; the record names its family set.
+    # token (gateway/store/slots.py): find it by its digest; its record names person and family.
     access_key = _credential_key(direct, prefix, "at", tokens.access)
     raw = direct.get(access_key)
     if not isinstance(raw, bytes):
         raise FlowError("gateway: access token not found in Redis")
-    record = json.loads(raw)
-    person = record["person_id"]
-    links = [m.decode() for m in direct.smembers(keys.person_links(person))]  # type: ignore[union-attr]
+    record = read_token(raw, "access_token", access_key, keys)
+    person = record.person_id
+    links = LinkIndex(direct, keys).link_keys(person)
     return {
         "profile": [keys.person_profile(person), keys.vault_data_key(person), keys.person_links(person),
                     *links],
         "consent": [keys.person_consent(person, client_id), keys.person_shop_families(person, client_id)],
         "tokens": [access_key, _credential_key(direct, prefix, "rt", tokens.refresh or ""),
-                   record["family_key"]],
+                   record.family_key],
         "session": [keys.login_session(_digest(session))] if session else [],
     }
 

@@ -20,6 +20,7 @@ import redis
 
 from bench.redis_meter import escape_pattern, memory_usage, scan_keys
 from gateway.store import KeySpace
+from gateway.upstream.links import LinkIndex
 
 _CONSENT = re.compile(r"\{p:(?P<person>[^}]+)\}:consent:(?P<shop>.+)$")
 
@@ -33,7 +34,7 @@ def person_costs(client: redis.Redis, prefix: str
     pairs = [(m["person"], m["shop"]) for key in records if (m := _CONSENT.search(key))]
     once: dict[str, int] = {}
     for person in sorted({p for p, _ in pairs}):
-        links = [m.decode() for m in client.smembers(keys.person_links(person))]  # type: ignore[union-attr]
+        links = LinkIndex(client, keys).link_keys(person)
         once[person] = sum(memory_usage(client, [keys.person_profile(person), keys.vault_data_key(person),
                                                  keys.person_links(person), *links]).values())
     per_shop: dict[tuple[str, str], dict[str, int]] = {}
@@ -42,8 +43,13 @@ def person_costs(client: redis.Redis, prefix: str
                  "families": keys.person_shop_families(person, shop)}
         sizes = memory_usage(client, list(named.values()))
         per_shop[person, shop] = {part: sizes.get(key, 0) for part, key in named.items()} | {
-            "family_count": int(client.scard(named["families"]))}
+            "family_count": _count(client, named["families"])}
     return once, per_shop
+
+
+def _count(client: redis.Redis, key: str) -> int:
+    """Entries of a family index: a hash of family ids, or a set as written before."""
+    return int(client.scard(key) if client.type(key) in (b"set", "set") else client.hlen(key))
 
 
 def main() -> None:

@@ -17,20 +17,29 @@ script that takes the credential and writes its successors.
 from __future__ import annotations
 
 import hashlib
-import json
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from gateway.oidc.credentials import (
+    AuthorizationCode,
+    Record,
+    TokenKind,
+    TokenRecord,
+    read_code,
+    read_token,
+    to_stored,
+)
 from gateway.oidc.repeats import open_answer, seal_answer
 from gateway.store import Store
 from gateway.store.commits import Staged
 from gateway.store.grants import Exchange, Issue, NewToken, Peek, StagedEvent
 from gateway.store.slots import CredentialRouting
 
-TokenKind = Literal["access_token", "refresh_token"]
+__all__ = ["AuthorizationCode", "StaleGrantError", "TokenKind", "TokenRecord", "TokenService",
+           "digest", "new_family", "new_secret"]
+
 CODE_TOMBSTONE_SECONDS = 600  # a code replayed within 10 minutes still revokes its family
 
 
@@ -44,81 +53,6 @@ def digest(secret: str) -> str:
 
 def new_secret() -> str:
     return secrets.token_urlsafe(32)  # 256 bits
-
-
-@dataclass(slots=True)
-class AuthorizationCode:
-    """What an authorization code stands for (authlib ``AuthorizationCodeMixin``)."""
-
-    client_id: str
-    person_id: str
-    redirect_uri: str
-    scope: str
-    family: str
-    auth_time: int
-    nonce: str | None = None
-    code_challenge: str | None = None
-    code_challenge_method: str | None = None
-    amr: list[str] = field(default_factory=list)
-    fields: list[str] = field(default_factory=list)  # catalogue fields the shop asked for
-    dpop_jkt: str | None = None  # RFC 9449 §10: the tokens must be bound to this DPoP key
-    gen: int = 0  # the grant generation it was issued under (gateway/store/grants.py)
-    grant_key: str = ""
-    family_key: str = ""
-    key: str = ""  # its own Redis key
-
-    def get_redirect_uri(self) -> str:
-        return self.redirect_uri
-
-    def get_scope(self) -> str:
-        return self.scope
-
-    def get_nonce(self) -> str | None:
-        return self.nonce
-
-    def get_auth_time(self) -> int:
-        return self.auth_time
-
-    def get_acr(self) -> None:
-        return None
-
-    def get_amr(self) -> list[str] | None:
-        return self.amr or None
-
-
-@dataclass(slots=True)
-class TokenRecord:
-    """An access or refresh token as stored (authlib ``TokenMixin``)."""
-
-    kind: TokenKind
-    key: str
-    client_id: str
-    person_id: str
-    scope: str
-    family: str
-    issued_at: int
-    expires_at: int
-    auth_time: int
-    fields: list[str] = field(default_factory=list)
-    gen: int = 0
-    grant_key: str = ""
-    family_key: str = ""
-    jkt: str | None = None  # DPoP-bound (RFC 9449): the thumbprint of the client's key
-
-    def check_client(self, client: Any) -> bool:
-        return bool(client.get_client_id() == self.client_id)
-
-    def get_scope(self) -> str:
-        return self.scope
-
-    def get_expires_in(self) -> int:
-        return self.expires_at - self.issued_at
-
-    def is_expired(self) -> bool:
-        return self.expires_at <= time.time()
-
-    def is_revoked(self) -> bool:
-        return False  # only live records are ever loaded (gateway/store/grants.py)
 
 
 class TokenService:
@@ -162,7 +96,8 @@ class TokenService:
         record.family_key = self._keys.token_family(record.person_id, record.family)
         record.key = self.code_key(code)
         outcome = self._grants.issue(
-            record.key, _stored(record), ttl or self.code_ttl, grant=record.grant_key,
+            record.key, to_stored(record, self._keys), ttl or self.code_ttl,
+            person_id=record.person_id, grant=record.grant_key,
             erased=self._keys.person_erased(record.person_id), family=record.family_key,
             family_index=self._keys.person_shop_families(record.person_id, record.client_id),
             index_ttl=self.refresh_ttl, expected_generation=generation)
@@ -172,35 +107,40 @@ class TokenService:
     def peek_code(self, code: str) -> AuthorizationCode | None:
         """A live code, not used up (the token request is validated first). A used one is a
         replay: it revokes everything issued from it."""
-        data, _ = self._peek(self.code_key(code), replay=True)
-        return AuthorizationCode(**data) if data is not None else None
+        key = self.code_key(code)
+        record, _ = self._peek(key, lambda raw: read_code(raw, key, self._keys), replay=True)
+        return record
 
     def peek_refresh_token(self, token: str) -> tuple[TokenRecord | None, dict[str, Any] | None]:
         """A live refresh token, not used up; a used one revokes its family (a replay) —
         unless it was used up within ``repeat_seconds`` and its grant is live: then its
         record and the answer its exchange gave (gateway/oidc/repeats.py)."""
-        data, sealed = self._peek(self.token_key("refresh_token", token), replay=True)
-        if data is None:
-            return None, None
-        if sealed is None:
-            return TokenRecord(**data), None
+        record, sealed = self._peek_token("refresh_token", token, replay=True)
+        if record is None or sealed is None:
+            return record, None
         answer = open_answer(token, sealed)
-        return (TokenRecord(**data), answer) if answer is not None else (None, None)
+        return (record, answer) if answer is not None else (None, None)
 
-    def _peek(self, key: str, *, replay: bool) -> tuple[dict[str, Any] | None, bytes | None]:
+    def _peek_token(self, kind: TokenKind, token: str, *, replay: bool
+                    ) -> tuple[TokenRecord | None, bytes | None]:
+        key = self.token_key(kind, token)
+        return self._peek(key, lambda raw: read_token(raw, kind, key, self._keys), replay=replay)
+
+    def _peek(self, key: str, read: Callable[[bytes], Record], *, replay: bool
+              ) -> tuple[Record | None, bytes | None]:
         """The record if live (with ``replay``: also if just used and its answer kept, with
         that sealed answer)."""
         peeked = self._grants.peek(key, family_ttl=self.refresh_ttl, used_is_replay=replay)
         if peeked.value is None or peeked.outcome is Peek.UNKNOWN:
             return None, None
-        data: dict[str, Any] = json.loads(peeked.value)
+        record = read(peeked.value)
         if peeked.outcome is Peek.USED and replay:
-            self.on_replay(data["person_id"], data["client_id"])
-        if data.get("expires_at", float("inf")) <= time.time():
+            self.on_replay(record.person_id, record.client_id)
+        if isinstance(record, TokenRecord) and record.is_expired():
             return None, None
         if peeked.outcome is Peek.REPEAT and replay:
-            return data, peeked.answer
-        return (data, None) if peeked.outcome is Peek.LIVE else (None, None)
+            return record, peeked.answer
+        return (record, None) if peeked.outcome is Peek.LIVE else (None, None)
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -229,7 +169,7 @@ class TokenService:
                                  now, now + ttl, source.auth_time, fields, source.gen,
                                  source.grant_key, source.family_key,
                                  access_jkt if kind == "access_token" else refresh_jkt)
-            new.append(NewToken(key, _stored(record), ttl))
+            new.append(NewToken(key, to_stored(record, self._keys), ttl))
         is_code = isinstance(source, AuthorizationCode)
         outcome, repeated = self._grants.exchange(
             source.key, grant=source.grant_key, family=source.family_key,
@@ -255,13 +195,11 @@ class TokenService:
         return outcome
 
     def find_access_token(self, token: str) -> TokenRecord | None:
-        data, _ = self._peek(self.token_key("access_token", token), replay=False)
-        return TokenRecord(**data) if data is not None else None
+        return self._peek_token("access_token", token, replay=False)[0]
 
     def find_refresh_token(self, token: str) -> TokenRecord | None:
         """Look a refresh token up without using it (introspection, revocation)."""
-        data, _ = self._peek(self.token_key("refresh_token", token), replay=False)
-        return TokenRecord(**data) if data is not None else None
+        return self._peek_token("refresh_token", token, replay=False)[0]
 
     def find_token(self, token: str, hint: str | None) -> TokenRecord | None:
         # RFC 7009 §2.1 / RFC 7662 §2.1: the hint orders the look-ups, it does not limit them.
@@ -287,17 +225,7 @@ class TokenService:
         Withdrawal and erasure have already ended them by changing the grant generation;
         this frees their memory at once instead of at their TTL."""
         return self._grants.revoke_index(self._keys.person_shop_families(person_id, client_id),
-                                         self.refresh_ttl)
-
-
-def _stored(record: AuthorizationCode | TokenRecord) -> str:
-    """A record as stored: JSON, without the DPoP members while they are unset, so that a
-    record without DPoP is what gateways before DPoP wrote and read (rolling upgrades)."""
-    data = asdict(record)
-    for name in ("jkt", "dpop_jkt"):
-        if data.get(name, "") is None:
-            del data[name]
-    return json.dumps(data)
+                                         self.refresh_ttl, person_id=person_id)
 
 
 def new_family() -> str:

@@ -70,10 +70,15 @@ class KeySpace:
         return f"{self.prefix}{{p:{person_id}}}:consent:{client_id}"
 
     def person_links(self, person_id: str) -> str:
+        """The person's link index: hash of subject digest -> namespace (gateway/upstream/links.py)."""
         return f"{self.prefix}{{p:{person_id}}}:links"
 
     def person_link(self, provider_id: str, subject_digest: str) -> str:
-        return f"{self.prefix}link:{provider_id}:{subject_digest}"
+        return f"{self.link_prefix()}{provider_id}:{subject_digest}"
+
+    def link_prefix(self) -> str:
+        """What every :meth:`person_link` name starts with."""
+        return f"{self.prefix}link:"
 
     def rate_limit(self, limit_name: str, subject_digest: str) -> str:
         """A GCRA bucket (gateway/store/limits.py): one number, expiring when the bucket is full."""

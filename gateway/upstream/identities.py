@@ -18,6 +18,7 @@ from typing import cast
 
 from gateway.store import Store
 from gateway.upstream.base import UpstreamIdentity
+from gateway.upstream.links import LinkIndex
 from gateway.vault.profiles import SealedProfiles
 
 
@@ -26,6 +27,7 @@ class IdentityService:
         self._store = store
         self._secret = link_secret
         self._profiles = profiles
+        self._links = LinkIndex(store.redis, store.keys)
 
     def _key(self, namespace: str, subject: str) -> str:
         mac = hmac.new(self._secret, f"{namespace}\x00{subject}".encode(), hashlib.sha256).hexdigest()
@@ -62,7 +64,7 @@ class IdentityService:
                 pipe.set(alias_key, person_id, nx=True)
             # Remember the person's links so that erasure can forget them (a later sign-in is
             # then a new person).
-            pipe.sadd(self._store.keys.person_links(person_id), link_key, *alias_keys)
+            self._links.queue_add(pipe, person_id, [link_key, *alias_keys])
             pipe.exists(self._store.keys.person_erased(person_id))
             if not pipe.execute()[-1]:
                 break
@@ -84,15 +86,14 @@ class IdentityService:
         pipe = self._store.redis.pipeline(transaction=False)
         for alias_key in alias_keys:
             pipe.set(alias_key, person_id, nx=True)
-        pipe.sadd(self._store.keys.person_links(person_id), link_key, *alias_keys)
+        self._links.queue_add(pipe, person_id, [link_key, *alias_keys])
         pipe.execute()
         return True
 
     def forget(self, person_id: str) -> None:
         """Remove every provider link of the person (erasure)."""
-        links_key = self._store.keys.person_links(person_id)
-        links = self._store.members(links_key)
-        self._store.redis.delete(links_key, *links)
+        links = self._links.link_keys(person_id)
+        self._store.redis.delete(self._store.keys.person_links(person_id), *links)
 
     def save_profile(self, person_id: str, profile: dict[str, object]) -> None:
         self._profiles.save(person_id, profile)  # sealed: nothing personal in clear

@@ -17,6 +17,7 @@ from gateway.oidc.account import AccountService
 from gateway.oidc.tokens import StaleGrantError, TokenService
 from gateway.store import Store
 from gateway.store.grants import Exchange
+from gateway.upstream.links import LinkIndex
 from tests.conftest import (
     Browser,
     ShopHandle,
@@ -113,7 +114,7 @@ def test_withdrawal_ends_tokens_mid_rotation_and_their_successors(client: TestCl
     tokens after it. The successors carry the old generation, so they are dead on arrival."""
     _, tokens = tokens_of(client, shop)
     service: TokenService = provider(client).tokens
-    old = service.peek_refresh_token(tokens["refresh_token"])
+    old, _ = service.peek_refresh_token(tokens["refresh_token"])
     assert old is not None
     AccountService(provider(client)).withdraw(person_of(store, shop), shop.client_id)
     successor = {"access_token": service.new_credential(old.person_id),
@@ -223,13 +224,16 @@ def test_erasure_marker_makes_a_half_finished_erasure_a_new_person(
     next sign-in must still be a new person (a new pairwise sub)."""
     _, tokens = tokens_of(client, shop)
     person = person_of(store, shop)
-    links = store.members(store.keys.person_links(person))
+    index = LinkIndex(store.redis, store.keys)
+    links = index.link_keys(person)
     saved = {k: store.get(k) for k in links}
     AccountService(provider(client)).erase(person)
     for key, value in saved.items():  # put the links back, as if forget() never ran
         assert value is not None
         store.redis.set(key, value)
-    store.redis.sadd(store.keys.person_links(person), *links)
+    restore = store.pipeline()
+    index.queue_add(restore, person, links)
+    restore.execute()
     assert works(client, shop, tokens) == []
     _, again = tokens_of(client, shop)
     assert person_of(store, shop) != person

@@ -485,14 +485,16 @@ def test_openapi_documents_the_dpop_header_and_scheme(client: TestClient) -> Non
     assert token_reply["headers"]["DPoP-Nonce"]["required"] is False
 
 
-def test_records_without_dpop_are_stored_as_before(client: TestClient, shop: ShopHandle,
-                                                   store: Any) -> None:
-    """Rolling upgrades: a gateway without DPoP reads what this one writes for Bearer tokens."""
+def test_records_without_dpop_store_no_binding(client: TestClient, shop: ShopHandle,
+                                               store: Any) -> None:
+    """A Bearer token's record has no DPoP member at all (``j``: gateway/oidc/credentials.py),
+    a bound one has it; no code record names a key it was not bound to."""
     code, verifier = code_for(client, shop)
     redeem(client, shop, code, verifier)
     bound_tokens(client, shop, new_key())
     stored = [json.loads(store.redis.get(key))
               for key in store.redis.scan_iter(f"{store.keys.prefix}{{*}}:at:*")]
-    assert sorted("jkt" in record for record in stored) == [False, True]
-    codes = [store.redis.get(key) for key in store.redis.scan_iter(f"{store.keys.prefix}{{*}}:code:*")]
-    assert codes and all(b"dpop_jkt" not in value for value in codes)
+    assert sorted("j" in record for record in stored) == [False, True]
+    codes = [json.loads(store.redis.get(key).removeprefix(b"!"))
+             for key in store.redis.scan_iter(f"{store.keys.prefix}{{*}}:code:*")]
+    assert codes and all("j" not in record for record in codes)
