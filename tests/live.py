@@ -56,3 +56,12 @@ def gateway_free_environment() -> dict[str, str]:
     starts with settings of its own; a cluster run's GATEWAY_REDIS_CLUSTER stays."""
     return {k: v for k, v in os.environ.items()
             if not k.startswith("GATEWAY_") or k == "GATEWAY_REDIS_CLUSTER"}
+
+
+def queued_command_names(pipe: Any) -> list[str]:
+    """The names of the commands queued in a redis-py pipeline, a cluster pipeline too
+    (which keeps them elsewhere, as objects with ``args``)."""
+    strategy = getattr(pipe, "_execution_strategy", None)
+    if strategy is not None:
+        return [str(command.args[0]) for command in strategy.command_queue]
+    return [str(command[0][0]) for command in pipe.command_stack]

@@ -11,9 +11,10 @@ The same script adds the person to a *pending set*, so the set always holds ever
 with staged events (the relay removes a person only in a script that finds the outbox empty).
 On one server that is one set; on Redis Cluster a script cannot reach a set in another slot,
 so each slot has its own (``{<slot tag>}:outbox:pending``, gateway/store/slots.py) and the
-relay samples them: exact in every interleaving, at the price of a relay that finds a
-stranded outbox within about a minute instead of a second (the request that made the change
-relays its own events at once; the relay is for when the log was unavailable).
+relay looks at 512 of them per pass, in turn: exact in every interleaving, at the price of a
+relay that finds a stranded outbox within 32 passes (about half a minute) instead of one
+(the request that made the change relays its own events at once; the relay is for when the
+log was unavailable).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from gateway.store.slots import SLOTS, person_slot, slot_tag
 if TYPE_CHECKING:
     from gateway.store.connection import Store
 
-SLOT_SAMPLE = 512  # cluster: pending sets a relay pass looks at (all 16384 in ~32 passes)
+SLOT_SAMPLE = 512  # cluster: pending sets a relay pass looks at (all 16384 in 32 passes)
 
 # KEYS[1] record, KEYS[2] grant generation, KEYS[3] outbox, KEYS[4] the shop's family index,
 # KEYS[5] the pending set (ARGV[5]: the person).
@@ -99,6 +100,7 @@ class Staged:
 class Commits:
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._next_slot = random.randrange(SLOTS)  # noqa: S311 - where this relay looks next, not a secret
         self._commit = LuaScript(store.redis, _COMMIT)
         self._erase = LuaScript(store.redis, _ERASE)
         self._prune = LuaScript(store.redis, _PRUNE)
@@ -153,14 +155,25 @@ class Commits:
 
     def pending(self, count: int) -> list[str]:
         """Up to ``count`` persons that may have staged events, in random order (so several
-        relays spread over them). On a cluster: from the pending sets of ``SLOT_SAMPLE``
-        random slots (one pipeline, one round trip per node), so every slot is looked at
-        about every 16384 / SLOT_SAMPLE passes."""
+        relays spread over them). On a cluster: from the pending sets of the next
+        ``SLOT_SAMPLE`` slots after this process's last look (one pipeline, a round trip per
+        node), starting at a random slot, so that every slot is looked at within
+        :attr:`passes_per_sweep` passes and several processes spread over the slots."""
         if not self._store.cluster:
             pending = self._store.keys.outbox_pending()
             return [m.decode() for m in cast(list[bytes], self._store.redis.srandmember(pending, count))]
+        start, self._next_slot = self._next_slot, (self._next_slot + SLOT_SAMPLE) % SLOTS
         pipe = self._store.pipeline()
-        for slot in random.sample(range(SLOTS), SLOT_SAMPLE):
-            pipe.srandmember(self._store.keys.outbox_pending_in_slot(slot_tag(slot)), count)
+        for slot in range(start, start + SLOT_SAMPLE):
+            pipe.srandmember(self._store.keys.outbox_pending_in_slot(slot_tag(slot % SLOTS)), count)
         found = [m.decode() for members in cast(list[list[bytes]], pipe.execute()) for m in members]
         return found[:count]
+
+    def is_pending(self, person_id: str) -> bool:
+        """Whether the person is in the pending set their changes go to."""
+        return bool(self._store.redis.sismember(self.pending_key(person_id), person_id))
+
+    @property
+    def passes_per_sweep(self) -> int:
+        """Passes of :meth:`pending` that look at every pending set once."""
+        return SLOTS // SLOT_SAMPLE if self._store.cluster else 1

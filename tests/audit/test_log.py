@@ -19,6 +19,7 @@ from gateway.audit.records import ZERO_HASH, StoredEntry
 from gateway.store import Store
 from tests.audit.factories import fill, make_event
 from tests.audit.test_merkle import ref_mth, ref_path, ref_proof
+from tests.live import queued_command_names
 
 
 class RoundTrips:
@@ -38,7 +39,7 @@ class RoundTrips:
             run = pipe.execute
 
             def execute(*a: Any, **k: Any) -> Any:
-                self.trips.append([str(c[0][0]) for c in pipe.command_stack])
+                self.trips.append(queued_command_names(pipe))
                 return run(*a, **k)
 
             pipe.execute = execute  # type: ignore[method-assign]

@@ -151,10 +151,11 @@ def test_the_background_relay_appends_what_the_request_could_not(
     assert works(client, shop, tokens) == []  # the withdrawal took effect without the log
     assert staged_actions(store, person) == ["consent_withdrawn", "token_revoked"] or sorted(
         staged_actions(store, person)) == ["consent_withdrawn", "token_revoked"]
-    assert person in store.commits.pending(100)
-    assert ctx.relay.flush_pending() == 2
+    assert store.commits.is_pending(person)
+    sweep = store.commits.passes_per_sweep  # on a cluster the relay looks at a slot range per pass
+    assert sum(ctx.relay.flush_pending() for _ in range(sweep)) == 2
     assert audit_count(client, person, "consent_withdrawn") == 1
-    assert ctx.relay.flush_pending() == 0 and person not in store.commits.pending(100)
+    assert sum(ctx.relay.flush_pending() for _ in range(sweep)) == 0 and not store.commits.is_pending(person)
 
 
 def test_nothing_is_released_before_the_consent_it_rests_on_is_recorded(
