@@ -1,8 +1,10 @@
 """What a code or token stands for, and its record as stored in Redis.
 
 A person has a live access and refresh token at every shop they use, so records are kept
-small (docs/storage.md, "Memory"): compact JSON with one-letter member names, without what
-follows from the key it is stored under (its own key name, the token's kind), without
+small (docs/storage.md, "Token records, families and indexes"): compact JSON with
+one-letter member names, times relative to the token's issue, lists space-separated,
+without what follows from the key it is stored under (its own key name, the token's kind),
+without
 members at their default (no nonce, no DPoP key, no fields), and without the names of its
 grant and family keys, which follow from its person, shop and family — unless a record from
 before slot hints named other ones (then ``G`` / ``F`` keep them). The grant scripts read
@@ -10,8 +12,8 @@ before slot hints named other ones (then ``G`` / ``F`` keep them). The grant scr
 
 Records written before (named members, ``asdict`` of the dataclasses, with ``gen``,
 ``grant_key``, ``family_key`` and ``key``) are still read. A gateway before this format
-cannot read what this one writes: upgrade every gateway before new records are issued
-(docs/operations.md), or let the old records run out.
+cannot read what this one writes: every gateway is upgraded at once (docs/storage.md,
+"Token records, families and indexes").
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from gateway.store.grants import checked_keys
 from gateway.store.keys import KeySpace
 
 TokenKind = Literal["access_token", "refresh_token"]
+
 
 @dataclass(slots=True)
 class AuthorizationCode:
@@ -116,20 +119,64 @@ def _names(record_type: type[AuthorizationCode] | type[TokenRecord]) -> dict[str
     return _CODE_NAMES if record_type is AuthorizationCode else _TOKEN_NAMES
 
 
-def _defaults(record_type: type[AuthorizationCode] | type[TokenRecord]) -> dict[str, Any]:
-    """Each member's default, for the members that have one (left out when at it)."""
-    return {f.name: f.default if f.default_factory is MISSING else f.default_factory()
-            for f in fields(record_type) if f.default is not MISSING or f.default_factory is not MISSING}
+def _joined(values: list[str]) -> str | list[str]:
+    """A list of identifiers (field names, amr values) space-separated, like a scope; as a list
+    where that would not read back the same."""
+    if all(value and " " not in value for value in values):
+        return " ".join(values)
+    return values
+
+
+def _split(stored: str | list[str]) -> list[str]:
+    if isinstance(stored, list):
+        return stored
+    return stored.split(" ") if stored else []
+
+
+def _as_written(record_type: type[AuthorizationCode] | type[TokenRecord], values: dict[str, Any]
+                ) -> dict[str, Any]:
+    """Members as written: lists joined (:func:`_joined`); a token's expiry and sign-in time
+    relative to its issue (its lifetime and the sign-in's age: fewer digits, and a fresh
+    sign-in's age is 0 and left out)."""
+    written = values | {name: _joined(values[name]) for name in ("fields", "amr") if name in values}
+    if record_type is TokenRecord:
+        written |= {"expires_at": values["expires_at"] - values["issued_at"],
+                    "auth_time": values["issued_at"] - values["auth_time"]}
+    return written
+
+
+def _as_read(record_type: type[AuthorizationCode] | type[TokenRecord], written: dict[str, Any]
+             ) -> dict[str, Any]:
+    """The inverse of :func:`_as_written`."""
+    values = written | {name: _split(written[name]) for name in ("fields", "amr") if name in written}
+    if record_type is TokenRecord:
+        values |= {"expires_at": written["issued_at"] + written["expires_at"],
+                   "auth_time": written["issued_at"] - written["auth_time"]}
+    return values
+
+
+def _left_out_of(record_type: type[AuthorizationCode] | type[TokenRecord]) -> dict[str, Any]:
+    """Member -> the written value it is left out at: its default (written as such), and for a
+    token a sign-in age of 0."""
+    defaults = {f.name: f.default if f.default_factory is MISSING else f.default_factory()
+                for f in fields(record_type) if f.default is not MISSING or f.default_factory is not MISSING}
+    written = {name: _joined(value) if isinstance(value, list) else value for name, value in defaults.items()}
+    return written | ({"auth_time": 0} if record_type is TokenRecord else {})
+
+
+_LEFT_OUT: dict[type, dict[str, Any]] = {t: _left_out_of(t) for t in (AuthorizationCode, TokenRecord)}
+
+
+def _left_out(record_type: type[AuthorizationCode] | type[TokenRecord]) -> dict[str, Any]:
+    return _LEFT_OUT[record_type]
 
 
 def to_stored(record: AuthorizationCode | TokenRecord, keys: KeySpace) -> str:
     """``record`` as stored: compact JSON (module docstring)."""
-    defaults = _defaults(type(record))
-    data: dict[str, Any] = {}
-    for name, short in _names(type(record)).items():
-        value = getattr(record, name)
-        if name not in defaults or value != defaults[name]:
-            data[short] = value
+    names, left_out = _names(type(record)), _left_out(type(record))
+    written = _as_written(type(record), {name: getattr(record, name) for name in names})
+    data = {names[name]: value for name, value in written.items()
+            if name not in left_out or value != left_out[name]}
     if record.grant_key != keys.person_grant(record.person_id, record.client_id):
         data["G"] = record.grant_key
     if record.family_key != keys.token_family(record.person_id, record.family):
@@ -153,5 +200,8 @@ def _read(record_type: type[Record], data: dict[str, Any], keys: KeySpace, **kno
     if "gen" in data:  # written before compact records: the members by their own names
         values = {name: value for name, value in data.items() if name in members}
     else:
-        values = {name: data[short] for name, short in _names(record_type).items() if short in data}
+        left_out = _left_out(record_type)
+        written = {name: data[short] if short in data else left_out[name]
+                   for name, short in _names(record_type).items() if short in data or name in left_out}
+        values = _as_read(record_type, written)
     return record_type(**(values | known | {"grant_key": grant, "family_key": family}))
