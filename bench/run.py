@@ -399,7 +399,7 @@ async def person_memory(side: Side, workspace: Workspace, direct: redis.Redis) -
         groups = _gateway_person_keys(direct, workspace.gateway_prefix, side.client.client_id, tokens,
                                       browser.cookies.get("__Host-cg_session", ""))
         note = ("profile = sealed profile hash + wrapped data key + link index and link keys; consent = "
-                "consent record + the shop's family index; tokens = access + refresh token + family set; "
+                "consent record + the shop's family index; tokens = access + refresh token + family; "
                 "session listed apart (not per person)")
     else:
         groups = _peer_person_keys(direct, workspace.peer_prefix, side.client.client_id, tokens,
