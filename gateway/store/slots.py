@@ -73,6 +73,7 @@ class CredentialRouting:
 
     def __init__(self, secret: bytes) -> None:
         self._mask_key = hmac.new(secret, ROUTING_LABEL, hashlib.sha256).digest()
+        _slot_tags()  # built with the app, not on its first sign-in
 
     def mint(self, person_id: str) -> str:
         """A new 256-bit credential for ``person_id``, its key routed to the person's slot."""
