@@ -155,7 +155,7 @@ def _as_read(record_type: type[AuthorizationCode] | type[TokenRecord], written: 
     return values
 
 
-def _left_out_of(record_type: type[AuthorizationCode] | type[TokenRecord]) -> dict[str, Any]:
+def _left_out(record_type: type[AuthorizationCode] | type[TokenRecord]) -> dict[str, Any]:
     """Member -> the written value it is left out at: its default (written as such), and for a
     token a sign-in age of 0."""
     defaults = {f.name: f.default if f.default_factory is MISSING else f.default_factory()
@@ -164,16 +164,12 @@ def _left_out_of(record_type: type[AuthorizationCode] | type[TokenRecord]) -> di
     return written | ({"auth_time": 0} if record_type is TokenRecord else {})
 
 
-_LEFT_OUT: dict[type, dict[str, Any]] = {t: _left_out_of(t) for t in (AuthorizationCode, TokenRecord)}
-
-
-def _left_out(record_type: type[AuthorizationCode] | type[TokenRecord]) -> dict[str, Any]:
-    return _LEFT_OUT[record_type]
+_LEFT_OUT: dict[type, dict[str, Any]] = {t: _left_out(t) for t in (AuthorizationCode, TokenRecord)}
 
 
 def to_stored(record: AuthorizationCode | TokenRecord, keys: KeySpace) -> str:
     """``record`` as stored: compact JSON (module docstring)."""
-    names, left_out = _names(type(record)), _left_out(type(record))
+    names, left_out = _names(type(record)), _LEFT_OUT[type(record)]
     written = _as_written(type(record), {name: getattr(record, name) for name in names})
     data = {names[name]: value for name, value in written.items()
             if name not in left_out or value != left_out[name]}
@@ -200,7 +196,7 @@ def _read(record_type: type[Record], data: dict[str, Any], keys: KeySpace, **kno
     if "gen" in data:  # written before compact records: the members by their own names
         values = {name: value for name, value in data.items() if name in members}
     else:
-        left_out = _left_out(record_type)
+        left_out = _LEFT_OUT[record_type]
         written = {name: data[short] if short in data else left_out[name]
                    for name, short in _names(record_type).items() if short in data or name in left_out}
         values = _as_read(record_type, written)
