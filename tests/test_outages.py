@@ -26,6 +26,10 @@ from gateway.web.audit_api import STAFF_COOKIE
 from tests.conftest import ISSUER, ShopHandle, authorize_params, pkce_pair
 from tests.live import free_port
 
+# These break a single server's connection pool; on a cluster, outages are the failover and
+# resharding tests of tests/store/test_cluster.py.
+pytestmark = pytest.mark.own_redis
+
 
 class Outage:
     """Switches the store's Redis client between its server and a closed port."""

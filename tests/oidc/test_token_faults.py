@@ -101,7 +101,7 @@ def test_a_refresh_is_answered_while_the_log_cannot_take_its_event(
         reply = refresh(client, shop, tokens["refresh_token"])
     assert reply.status_code == 200, reply.text
     assert staged_actions(store, person) == ["token_refreshed"]
-    assert ctx.relay.flush_pending() == 1
+    assert sum(ctx.relay.flush_pending() for _ in range(store.commits.passes_per_sweep)) == 1
     assert audit_count(client, person, "token_refreshed") - logged_before == 1
     assert refresh(client, shop, reply.json()["refresh_token"]).status_code == 200
 
