@@ -47,7 +47,7 @@ CLUSTER_RUN = os.environ.get("GATEWAY_TEST_REDIS_CLUSTER", "") == "1"
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if CLUSTER_RUN:
-        skip = pytest.mark.skip(reason="needs a Redis of its own or a single server: not part of the cluster run")
+        skip = pytest.mark.skip(reason="needs a Redis of its own or a single server: not in the cluster run")
         for item in items:
             if item.get_closest_marker("own_redis"):
                 item.add_marker(skip)
