@@ -211,7 +211,8 @@ def build_gateway(settings: Settings, store: Store | None = None) -> Gateway:
     audit = AuditService(store, settings.keys_dir, settings.audit_log_origin,
                          every_events=settings.audit_checkpoint_events,
                          every_seconds=settings.audit_checkpoint_seconds, sealer=sealer,
-                         data_dir=settings.data_dir, shards=settings.audit_shards)
+                         data_dir=settings.data_dir, shards=settings.audit_shards,
+                         cold_dir=settings.audit_cold_dir, hot_entries=settings.audit_hot_entries)
     pairwise_secret = load_or_create_secret(settings.keys_dir, "pairwise", sealer)
     provider = ProviderContext(
         settings=settings,

@@ -58,16 +58,20 @@ class Archiver:
         for size, note in stored_notes(self.log):
             if start < size <= stop:
                 yield json.dumps({"type": "checkpoint", "note": note}, ensure_ascii=False) + "\n"
-        key = self.log.shard_keys.audit_entries()
         for first in range(start, stop, _BATCH):
             indexes = list(range(first, min(stop, first + _BATCH)))
-            for index, raw in zip(indexes, self.log.store.redis.hmget(key, indexes), strict=True):
+            for index, raw in zip(indexes, self.log.read_records(indexes), strict=True):
                 if not isinstance(raw, bytes):
                     raise AuditError(f"entry {index} is missing: run `gateway audit verify`")
                 yield json.dumps(_entry_line(index, raw), ensure_ascii=False) + "\n"
 
     def drop(self, start: int, stop: int) -> None:
-        """Remove the archived records from Redis (after the file is safely written)."""
+        """Remove the archived records from Redis (after the file is safely written).
+
+        With a cold tier the records are not removed: tiering already bounds Redis memory,
+        and queries and people's histories keep reaching them in the cold tier."""
+        if self.log.cold is not None:
+            return
         key = self.log.shard_keys.audit_entries()
         for first in range(start, stop, _BATCH):
             self.log.store.redis.hdel(key, *[str(i) for i in range(first, min(stop, first + _BATCH))])

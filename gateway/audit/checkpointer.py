@@ -88,8 +88,30 @@ def read_note_member(data: str | bytes) -> tuple[str, int]:
 
 
 def stored_notes(log: AuditLog) -> list[tuple[int, str]]:
-    """Every stored checkpoint note with the size it is filed under, unverified, in size order."""
-    return stored_note_rows(log, log.shard_keys.audit_checkpoints())
+    """Every stored checkpoint note with the size it is filed under, unverified, in size order
+    (those the cold tier holds too, gateway/audit/tiering.py)."""
+    return merged_rows(cold_note_rows(log, "checkpoints/"),
+                       stored_note_rows(log, log.shard_keys.audit_checkpoints()))
+
+
+def cold_note_rows(log: AuditLog, folder: str) -> list[tuple[int, str]]:
+    """The notes moved to the cold tier's ``folder`` (JSON lines ``[size, stored member]``)."""
+    if log.cold is None:
+        return []
+    rows: list[tuple[int, str]] = []
+    for name in log.cold.names(log.objects.prefix + folder):
+        for line in (log.cold.get(name) or b"").splitlines():
+            try:
+                size, member = json.loads(line)
+                rows.append((int(size), _note_of(str(member).encode())))
+            except (ValueError, TypeError):
+                rows.append((-1, line.decode("utf-8", errors="replace")))  # fails verification
+    return rows
+
+
+def merged_rows(*sources: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """One list in size order; a note in both tiers (moved while read) counts once."""
+    return sorted({row for source in sources for row in source})
 
 
 def stored_note_rows(log: AuditLog, key: str) -> list[tuple[int, str]]:

@@ -29,7 +29,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from gateway.audit.checkpoint import Checkpoint
-from gateway.audit.checkpointer import SignedCheckpoint, note_member, read_note_member, stored_note_rows
+from gateway.audit.checkpointer import (
+    SignedCheckpoint,
+    cold_note_rows,
+    merged_rows,
+    note_member,
+    read_note_member,
+    stored_note_rows,
+)
 from gateway.audit.errors import CheckpointError
 from gateway.audit.note import NoteSigner, NoteVerifier, open_note, sign_note
 from gateway.audit.shards import shard_origin
@@ -134,7 +141,8 @@ def shards_signed(log: AuditLog) -> int | None:
 
 def stored_combined_notes(log: AuditLog) -> list[tuple[int, str]]:
     """Every stored combined note (kept in shard 0's slot), unverified, filed by total size."""
-    return stored_note_rows(log, log.shard_keys.audit_combined_checkpoints())
+    return merged_rows(cold_note_rows(log, "combined/"),
+                   stored_note_rows(log, log.shard_keys.audit_combined_checkpoints()))
 
 
 class ShardedCheckpointer:

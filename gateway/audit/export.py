@@ -107,10 +107,9 @@ def export_log(log: AuditLog) -> Iterator[str]:
         yield json.dumps({"type": "checkpoint", "note": note}, ensure_ascii=False) + "\n"
     for _, note in combined:
         yield json.dumps({"type": "combined", "note": note}, ensure_ascii=False) + "\n"
-    key = log.shard_keys.audit_entries()
     for start in range(0, size, _BATCH):
         indexes = list(range(start, min(size, start + _BATCH)))
-        for index, raw in zip(indexes, log.store.redis.hmget(key, indexes), strict=True):
+        for index, raw in zip(indexes, log.read_records(indexes), strict=True):
             if isinstance(raw, bytes):
                 yield json.dumps(_entry_line(index, raw), ensure_ascii=False) + "\n"
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, cast
 
 import redis
 
+from gateway.audit.cold import DEFAULT_LAYOUT, ShardObjects, TierLayout
 from gateway.audit.errors import AuditIntegrityError
 from gateway.audit.events import AuditEvent, canonical_json
 from gateway.audit.merkle import (
@@ -33,10 +34,12 @@ from gateway.audit.merkle import (
 from gateway.audit.records import StoredEntry, new_tail, read_entry
 from gateway.audit.sealer import Sealer
 from gateway.audit.shards import shard_origin
+from gateway.audit.tiered import ColdBoundary, ColdEntries, ColdIndexes, TieredTiles
 from gateway.audit.tiles import RedisTiles
 from gateway.store.scripts import LuaScript
 
 if TYPE_CHECKING:
+    from gateway.audit.cold import ColdStore
     from gateway.audit.keyfile import AuditKeys
     from gateway.store import Store
     from gateway.store.keys import AuditShardKeys
@@ -102,12 +105,22 @@ class AuditLog:
     """One audit log (one shard of the gateway's log, shard 0 by default) in Redis.
     Thread-safe; share one instance per process."""
 
-    def __init__(self, store: Store, keys: AuditKeys, shard: int = 0) -> None:
+    def __init__(self, store: Store, keys: AuditKeys, shard: int = 0, cold: ColdStore | None = None,
+                 layout: TierLayout = DEFAULT_LAYOUT) -> None:
         self.store = store
         self.keys = keys
         self.shard = shard
         self.shard_keys: AuditShardKeys = store.keys.audit_shard(shard)
-        self.tiles = RedisTiles(store.redis, self.shard_keys)
+        # The cold tier (gateway/audit/cold.py) holds what lies below the boundary; without
+        # one the boundary stays 0 and everything is read from Redis, as before tiering.
+        self.cold = cold
+        self.objects = ShardObjects(shard)
+        self.boundary = ColdBoundary(self.cold_size)
+        hot_tiles = RedisTiles(store.redis, self.shard_keys, layout.redis_tile_width)
+        self.tiles = TieredTiles(hot_tiles, cold, self.objects, self.boundary, layout.tile_height)
+        self.chunk_entries = layout.chunk_entries  # what tiering moves at once
+        self._cold_entries = None if cold is None else ColdEntries(cold, self.objects, self.tiles.width)
+        self.cold_indexes = None if cold is None else ColdIndexes(cold, self.objects, layout.chunk_entries)
         self.sealer = Sealer(store, self.tiles, keys.mac_key, self.shard_keys)
         self._append = LuaScript(store.redis, _APPEND)
         self._sealed_hint = 0  # the sealed size only grows: below it, no Redis read is needed
@@ -152,18 +165,39 @@ class AuditLog:
         """Drop what this process remembers of the log (the sealed size): after Redis may have
         lost data, nothing may be assumed from before."""
         self._sealed_hint = 0
+        self.boundary.forget()
+
+    def cold_size(self) -> int:
+        """Entries below this index are read from the cold tier (0 without one)."""
+        if self.cold is None:
+            return 0
+        return int(cast(bytes | None, self.store.redis.get(self.shard_keys.audit_cold())) or 0)
 
     def size(self) -> int:
         return int(cast(bytes | None, self.store.redis.get(self.shard_keys.audit_size())) or 0)
 
     def read_entries(self, indexes: Sequence[int]) -> list[StoredEntry | str]:
         """The stored entries at ``indexes`` (a reason string where one cannot be read)."""
-        results: list[StoredEntry | str] = []
-        for start in range(0, len(indexes), READ_BATCH):
-            chunk = indexes[start : start + READ_BATCH]
-            raws = cast(list[bytes | None], self.store.redis.hmget(self.shard_keys.audit_entries(), chunk))
-            results.extend(read_entry(i, raw) for i, raw in zip(chunk, raws, strict=True))
-        return results
+        return [read_entry(i, raw) for i, raw in zip(indexes, self.read_records(indexes), strict=True)]
+
+    def read_records(self, indexes: Sequence[int]) -> list[bytes | None]:
+        """The stored records at ``indexes`` from whichever tier holds each (``None``: none does)."""
+        boundary = self.boundary.known
+        records: list[bytes | None] = []
+        hot = [i for i in indexes if i >= boundary]
+        hot_records: list[bytes | None] = []
+        for start in range(0, len(hot), READ_BATCH):
+            chunk = hot[start : start + READ_BATCH]
+            hot_records.extend(cast(list[bytes | None],
+                                    self.store.redis.hmget(self.shard_keys.audit_entries(), chunk)))
+        if None in hot_records and self.boundary.refresh() > boundary:
+            return self.read_records(indexes)  # moved to the cold tier meanwhile: read again
+        cold = iter(self._cold_entries.read([i for i in indexes if i < boundary])
+                    if self._cold_entries is not None else [])
+        found = iter(hot_records)
+        for index in indexes:
+            records.append(next(found) if index >= boundary else next(cold))
+        return records
 
     def seal(self, up_to: int | None = None) -> int:
         """Fill in the tree up to ``up_to`` (default: the current size); returns the sealed size."""

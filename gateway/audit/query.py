@@ -127,8 +127,18 @@ class AuditQuery:
             lasts += [int(v) for v in values[1::2] if v is not None]
         return (min(firsts), max(lasts)) if firsts else (1, 0)
 
-    def _candidates(self, flt: AuditFilter, cursor: int, hi: int, count: int) -> list[int]:
-        """Up to ``count`` indexes ``>= cursor`` and ``<= hi`` that might match, ascending."""
+    def _cold_boundary(self) -> int:
+        """The cold tier's boundary, read now (0 without a cold tier: no round trip)."""
+        return self.log.boundary.refresh() if self.log.cold is not None else 0
+
+    def _candidates(self, flt: AuditFilter, cursor: int, hi: int, count: int, cold: int) -> list[int]:
+        """Up to ``count`` indexes ``>= cursor`` and ``<= hi`` that might match, ascending
+        (below ``cold`` from the cold tier's chunk indexes, above it from Redis' lists)."""
+        if cursor < cold:
+            in_cold = self._cold_candidates(flt, cursor, min(hi, cold - 1), count)
+            if in_cold:
+                return in_cold
+            cursor = cold
         redis_client, keys = self.log.store.redis, self.log.shard_keys
         dims = flt.dimensions()
         if dims:
@@ -143,16 +153,39 @@ class AuditQuery:
                 return [i for i in map(int, found) if i <= hi]
         return list(range(cursor, min(hi + 1, cursor + count)))
 
+    def _cold_candidates(self, flt: AuditFilter, cursor: int, hi: int, count: int) -> list[int]:
+        """Like :meth:`_candidates` inside the cold tier: chunk by chunk until one has any."""
+        indexes, width = self.log.cold_indexes, self.log.chunk_entries
+        if indexes is None:
+            return []
+        chunk = cursor // width
+        while chunk * width <= hi:
+            positions = indexes.positions(chunk, flt.dimensions())
+            if positions is None:
+                return list(range(cursor, min(hi + 1, cursor + count)))
+            found = [i for i in positions if cursor <= i <= hi][:count]
+            if found:
+                return found
+            chunk += 1
+        return []
+
     def page(self, flt: AuditFilter, cursor: int = 0, limit: int = 100, max_scan: int = 10_000) -> Page:
         """Up to ``limit`` matching events from index ``cursor`` on, looking at no more than
         ``max_scan`` candidates (a page may be short; follow ``next_cursor``)."""
+        cold = self._cold_boundary()
+        page = self._page(flt, cursor, limit, max_scan, cold)
+        if self._cold_boundary() != cold:  # entries moved to the cold tier meanwhile: again
+            return self._page(flt, cursor, limit, max_scan, self._cold_boundary())
+        return page
+
+    def _page(self, flt: AuditFilter, cursor: int, limit: int, max_scan: int, cold: int) -> Page:
         size = self.log.size()
         lo, hi = self._hour_bounds(flt.since, flt.until, size)
         lo = max(lo, archived_size(self.log))  # older events live in archive files
         position, items, scanned = max(cursor, lo), list[LoggedEvent](), 0
         step = limit  # read what the page needs, scaled by how many candidates matched so far
         while position <= hi and len(items) < limit and scanned < max_scan:
-            batch = self._candidates(flt, position, hi, min(FETCH_BATCH, max_scan - scanned, step))
+            batch = self._candidates(flt, position, hi, min(FETCH_BATCH, max_scan - scanned, step), cold)
             if not batch:
                 return Page(items, None)
             matched = self._load_matching(flt, batch)
@@ -194,9 +227,19 @@ class AuditQuery:
         """A person's most recent events, newest first (their access history page): the last
         ``limit`` entries of the person's index, one read."""
         redis_client, keys = self.log.store.redis, self.log.shard_keys
+        cold = self._cold_boundary()
         found = cast(list[bytes], redis_client.lrange(keys.audit_index("person", person), -limit, -1))
-        boundary = archived_size(self.log)
-        indexes = sorted((int(i) for i in found if int(i) >= boundary), reverse=True)
+        archived = archived_size(self.log)
+        indexes = sorted((int(i) for i in found if int(i) >= max(archived, cold)), reverse=True)
+        chunk, width = (cold - 1) // self.log.chunk_entries, self.log.chunk_entries
+        while len(indexes) < limit and self.log.cold_indexes is not None and chunk >= 0 \
+                and (chunk + 1) * width > archived:  # older ones from the cold tier, newest first
+            older = self.log.cold_indexes.positions(chunk, [("person", person)]) or []
+            indexes.extend(sorted((i for i in older if archived <= i < cold), reverse=True))
+            chunk -= 1
+        if self._cold_boundary() != cold:  # moved meanwhile: the Redis list was cut, read again
+            return self.latest_for_person(person, limit)
+        indexes = indexes[:limit]
         return self._load_matching(AuditFilter(person=person), indexes) if indexes else []
 
     def events(self, flt: AuditFilter, cursor: int = 0) -> Iterator[LoggedEvent]:

@@ -18,7 +18,7 @@ from gateway.audit.records import ZERO_HASH, StoredEntry, check_entry, read_entr
 from gateway.store.scripts import LuaScript
 
 if TYPE_CHECKING:
-    from gateway.audit.tiles import RedisTiles
+    from gateway.audit.tiered import TieredTiles
     from gateway.store import Store
     from gateway.store.keys import AuditShardKeys
 
@@ -40,7 +40,7 @@ def link_problem(entry: StoredEntry, previous_leaf: bytes) -> str | None:
 
 
 class Sealer:
-    def __init__(self, store: Store, tiles: RedisTiles, mac_key: bytes, keys: AuditShardKeys,
+    def __init__(self, store: Store, tiles: TieredTiles, mac_key: bytes, keys: AuditShardKeys,
                  batch: int = SEAL_BATCH) -> None:
         self._store = store
         self._keys = keys

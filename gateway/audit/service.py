@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import redis
 
 from gateway.audit.checkpointer import Checkpointer, SignedCheckpoint
+from gateway.audit.cold import DEFAULT_LAYOUT, FileColdStore, TierLayout
 from gateway.audit.combined import CheckpointRound, ShardedCheckpointer
 from gateway.audit.continuity import Continuity, ContinuityError, ShardedContinuity
 from gateway.audit.errors import AuditError
@@ -25,6 +26,7 @@ from gateway.audit.proofs import TlogProof, prove_latest
 from gateway.audit.query import AuditQuery
 from gateway.audit.shard_query import ShardedQuery
 from gateway.audit.shards import shard_of_event, shard_of_person
+from gateway.audit.tiering import Moved, Tiering
 from gateway.audit.verify import VerifyReport, verify_audit
 
 if TYPE_CHECKING:
@@ -55,9 +57,11 @@ class Shard:
 class AuditService:
     def __init__(self, store: Store, keys_dir: Path, origin: str, every_events: int = 1000,
                  every_seconds: float = 60.0, sealer: KekSealer | None = None,
-                 data_dir: Path | None = None, shards: int = 1) -> None:
+                 data_dir: Path | None = None, shards: int = 1, cold_dir: Path | None = None,
+                 hot_entries: int = 262_144, layout: TierLayout = DEFAULT_LAYOUT) -> None:
         self.keys = load_audit_keys(keys_dir, origin, sealer)
-        logs = [AuditLog(store, self.keys, shard) for shard in range(shards)]
+        cold = FileColdStore(cold_dir) if cold_dir is not None else None
+        logs = [AuditLog(store, self.keys, shard, cold, layout) for shard in range(shards)]
         # Only a serving gateway remembers what it signed; CLI commands open the log without.
         self.shards = [
             Shard(shard_log, Checkpointer(shard_log, self.keys.signer, every_events, every_seconds),
@@ -71,6 +75,9 @@ class AuditService:
         self.continuity: Continuity | ShardedContinuity | None = (
             None if not continuities else continuities[0] if shards == 1 else ShardedContinuity(continuities))
         self.query = ShardedQuery([AuditQuery(shard_log) for shard_log in logs])
+        self.tiering = [] if cold is None else [
+            Tiering(s.log, s.checkpointer, hot_entries, combined=s.log.shard == 0 and shards > 1)
+            for s in self.shards]
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -119,6 +126,15 @@ class AuditService:
         except (AuditError, redis.RedisError) as error:
             log.error("audit checkpoint failed", extra={"reason": str(error)})
 
+    def move_to_cold_tier(self, max_chunks: int | None = 1) -> list[Moved]:
+        """Move what may move to the cold tier (at most ``max_chunks`` per shard); the
+        checkpoint thread calls it after signing, ``gateway audit tier`` on demand."""
+        moved: list[Moved] = []
+        for tiering in self.tiering:
+            if tiering.due():
+                moved.extend(tiering.move(max_chunks))
+        return moved
+
     def _remember(self, shard: Shard, signed: SignedCheckpoint | None) -> None:
         if signed is not None and shard.continuity is not None:
             shard.continuity.remember(signed)
@@ -163,6 +179,8 @@ class AuditService:
                 if not stop.is_set():
                     try:
                         self._checkpoint()
+                        if self.continuity is None or self.continuity.problem is None:
+                            self.move_to_cold_tier()
                     except Exception as error:  # a background thread only logs
                         log.error("audit checkpoint failed", extra={"reason": type(error).__name__},
                                   exc_info=error)

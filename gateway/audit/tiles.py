@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, cast
 
+from gateway.audit.cold import REDIS_TILE_WIDTH
 from gateway.audit.merkle import HASH_SIZE, Coord
 
 if TYPE_CHECKING:
@@ -24,19 +25,20 @@ if TYPE_CHECKING:
 
     from gateway.store.keys import AuditShardKeys
 
-TILE_WIDTH = 1 << 16
+TILE_WIDTH = REDIS_TILE_WIDTH
 _ABSENT = bytes(HASH_SIZE)
 
 
 class RedisTiles:
     """Reads and writes subtree hashes; implements :class:`gateway.audit.merkle.SubtreeReader`."""
 
-    def __init__(self, client: redis.Redis, keys: AuditShardKeys) -> None:
+    def __init__(self, client: redis.Redis, keys: AuditShardKeys, width: int = TILE_WIDTH) -> None:
         self._redis = client
         self._keys = keys
+        self.width = width  # smaller only in tests, to reach tile boundaries with few entries
 
     def _key_and_offset(self, level: int, index: int) -> tuple[str, int]:
-        return self._keys.audit_tile(level, index // TILE_WIDTH), (index % TILE_WIDTH) * HASH_SIZE
+        return self._keys.audit_tile(level, index // self.width), (index % self.width) * HASH_SIZE
 
     def get_subtrees(self, coords: Sequence[Coord]) -> list[bytes | None]:
         """One round trip for any number of coordinates."""
@@ -49,7 +51,7 @@ class RedisTiles:
     def read_level(self, level: int, start: int, stop: int) -> list[bytes | None]:
         """Nodes ``start`` to ``stop - 1`` of one level (a few GETRANGEs, one round trip)."""
         pipe = self._redis.pipeline(transaction=False)
-        for begin, end in _tile_runs(start, stop):
+        for begin, end in _tile_runs(start, stop, self.width):
             key, offset = self._key_and_offset(level, begin)
             pipe.getrange(key, offset, offset + (end - begin) * HASH_SIZE - 1)
         data = b"".join(cast(list[bytes], pipe.execute()))
@@ -62,7 +64,7 @@ class RedisTiles:
             by_level.setdefault(level, {})[index] = value
         for level, values in by_level.items():
             for begin, end in _runs(sorted(values)):
-                for run_begin, run_end in _tile_runs(begin, end):
+                for run_begin, run_end in _tile_runs(begin, end, self.width):
                     key, offset = self._key_and_offset(level, run_begin)
                     pipe.setrange(key, offset, b"".join(values[i] for i in range(run_begin, run_end)))
 
@@ -84,9 +86,9 @@ def _runs(indexes: Sequence[int]) -> Iterable[tuple[int, int]]:
     yield begin, previous + 1
 
 
-def _tile_runs(start: int, stop: int) -> Iterable[tuple[int, int]]:
+def _tile_runs(start: int, stop: int, width: int) -> Iterable[tuple[int, int]]:
     """``[start, stop)`` cut at tile boundaries."""
     while start < stop:
-        end = min(stop, (start // TILE_WIDTH + 1) * TILE_WIDTH)
+        end = min(stop, (start // width + 1) * width)
         yield start, end
         start = end

@@ -330,7 +330,7 @@ def _verify_live(log: AuditLog, verifiers: list[NoteVerifier] | None) -> VerifyR
             return scan.report(size, problem)
     for start in range(archived, size, BATCH):
         stop = min(size, start + BATCH)
-        raws = cast(list[bytes | None], redis_client.hmget(keys.audit_entries(), list(range(start, stop))))
+        raws = log.read_records(range(start, stop))
         leaves = log.tiles.read_level(0, start, min(stop, sealed)) if start < sealed else []
         for index, raw in enumerate(raws, start):
             stored = leaves[index - start] if index - start < len(leaves) else None

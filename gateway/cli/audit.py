@@ -24,7 +24,8 @@ def _audit_service(settings: Settings) -> tuple[Any, Any]:
 
     store = open_store(settings)
     return store, AuditService(store, settings.keys_dir, settings.audit_log_origin,
-                               sealer=sealer_for(settings), shards=settings.audit_shards)
+                               sealer=sealer_for(settings), shards=settings.audit_shards,
+                               cold_dir=settings.audit_cold_dir, hot_entries=settings.audit_hot_entries)
 
 
 def _shard(service: Any, shard: int) -> Any:
@@ -214,7 +215,33 @@ def audit_archive(output: str, before: int | None, days: int | None, shard_numbe
     finally:
         store.close()
     where = f" of shard {shard_number}" if len(service.shards) > 1 else ""
-    click.echo(f"archived entries [{start}, {stop}){where} to {output}; Redis keeps their tree hashes")
+    kept = ("the cold tier keeps them, queryable" if shard.log.cold is not None
+            else "Redis keeps their tree hashes")
+    click.echo(f"archived entries [{start}, {stop}){where} to {output}; {kept}")
+
+
+@audit.command("tier")
+@one_line_errors
+def audit_tier() -> None:
+    """Move every signed chunk beyond GATEWAY_AUDIT_HOT_ENTRIES to the cold tier now (a serving
+    gateway does this by itself, a chunk at a time, after signing)."""
+    from gateway.audit.errors import AuditError
+
+    settings = load_settings()
+    if settings.audit_cold_dir is None:
+        raise ConfigError("GATEWAY_AUDIT_COLD_DIR is not set: the whole log stays in Redis")
+    store, service = _audit_service(settings)
+    try:
+        moved = service.move_to_cold_tier(max_chunks=None)
+    except AuditError as error:
+        raise ConfigError(str(error)) from None
+    finally:
+        store.close()
+    for chunk in moved:
+        where = f" of shard {chunk.shard}" if len(service.shards) > 1 else ""
+        click.echo(f"moved entries [{chunk.start}, {chunk.stop}){where} to {settings.audit_cold_dir}")
+    if not moved:
+        click.echo("nothing to move: every chunk beyond the hot entries is already cold, or not yet signed")
 
 
 @audit.command("export")

@@ -164,7 +164,8 @@ def _record_key_event(settings: Settings, what: str) -> None:
     store = open_store(settings)
     try:
         audit = AuditService(store, settings.keys_dir, settings.audit_log_origin,
-                             sealer=sealer_for(settings), shards=settings.audit_shards)
+                             sealer=sealer_for(settings), shards=settings.audit_shards,
+                             cold_dir=settings.audit_cold_dir)
         audit.record(AuditEvent(actor_type="staff", actor_id="cli", action="key_rotated",
                                 purpose=what))
     finally:

@@ -343,6 +343,16 @@ class Settings(BaseSettings):
         default=1, ge=1, le=64,
         description="Audit logs, each in its own Redis slot; a person's events stay in one. "
                     "Fixed for a log's lifetime (docs/audit.md, \"Shards\").")
+    # The audit log's cold tier (docs/audit.md, "Tiers"): with a directory set, Redis keeps the
+    # newest audit_hot_entries entries of each shard and older signed ones move to files.
+    audit_cold_dir: Path | None = Field(
+        default=None,
+        description="Directory of the audit log's cold tier (C2SP tlog-tiles layout), shared by "
+                    "every gateway host; unset: the whole log stays in Redis.")
+    audit_hot_entries: int = Field(
+        default=262_144, ge=0, le=1 << 40,
+        description="Newest entries per audit shard kept in Redis when audit_cold_dir is set; "
+                    "Redis memory for the log is about 770 bytes times this, per shard.")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_token_sha256: str = Field(

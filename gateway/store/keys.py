@@ -221,6 +221,14 @@ class AuditShardKeys:
     def audit_sealed(self) -> str:
         return self._key("sealed")
 
+    def audit_cold(self) -> str:
+        """Entries and complete tiles below this index live in the cold tier (gateway/audit/cold.py)."""
+        return self._key("cold")
+
+    def audit_cold_cleaned(self) -> str:
+        """Up to which index Redis was cleared of what the cold tier holds (the tiering's last step)."""
+        return self._key("cold-cleaned")
+
     def audit_checkpoints(self) -> str:
         return self._key("checkpoints")
 
