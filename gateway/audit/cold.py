@@ -33,7 +33,7 @@ import hashlib
 import os
 import struct
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -145,10 +145,23 @@ def tile_path(number: int) -> str:
 
 
 class ShardObjects:
-    """The names of one shard's cold objects."""
+    """The names of one shard's cold objects, under ``shard-<i>/<store id>/``: the store id
+    (``{audit}:store-id``, gateway/audit/continuity.py) is new whenever Redis starts empty, so a
+    log begun again after lost data never meets the objects of the log it replaces."""
 
-    def __init__(self, shard: int) -> None:
-        self.prefix = f"shard-{shard}/"
+    def __init__(self, shard: int, store_id: Callable[[], str]) -> None:
+        self._shard = shard
+        self._store_id = store_id
+        self._prefix = ""
+
+    @property
+    def prefix(self) -> str:
+        if not self._prefix:
+            self._prefix = f"shard-{self._shard}/{self._store_id()}/"
+        return self._prefix
+
+    def forget(self) -> None:
+        self._prefix = ""
 
     def hash_tile(self, level: int, number: int) -> str:
         return f"{self.prefix}tile/{level}/{tile_path(number)}"

@@ -14,6 +14,7 @@ proofs are served only from sealed sizes. See docs/audit.md for the reasoning.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, cast
 import redis
 
 from gateway.audit.cold import DEFAULT_LAYOUT, ShardObjects, TierLayout
-from gateway.audit.errors import AuditIntegrityError
+from gateway.audit.errors import AuditError, AuditIntegrityError
 from gateway.audit.events import AuditEvent, canonical_json
 from gateway.audit.merkle import (
     EMPTY_ROOT,
@@ -114,7 +115,7 @@ class AuditLog:
         # The cold tier (gateway/audit/cold.py) holds what lies below the boundary; without
         # one the boundary stays 0 and everything is read from Redis, as before tiering.
         self.cold = cold
-        self.objects = ShardObjects(shard)
+        self.objects = ShardObjects(shard, self._store_id)
         self.boundary = ColdBoundary(self.cold_size)
         hot_tiles = RedisTiles(store.redis, self.shard_keys, layout.redis_tile_width)
         self.tiles = TieredTiles(hot_tiles, cold, self.objects, self.boundary, layout.tile_height)
@@ -166,6 +167,18 @@ class AuditLog:
         lost data, nothing may be assumed from before."""
         self._sealed_hint = 0
         self.boundary.forget()
+        self.objects.forget()
+
+    def _store_id(self) -> str:
+        raw = cast(bytes | None, self.store.redis.get(self.shard_keys.audit_store_id()))
+        if raw is None:
+            raise AuditError("the log has no store id, so its cold objects cannot be named: "
+                             "run `gateway audit verify`")
+        return raw.decode()
+
+    def ensure_store_id(self) -> None:
+        """Give the store its id if nothing did yet (continuity does the same, also with NX)."""
+        self.store.redis.set(self.shard_keys.audit_store_id(), secrets.token_hex(16), nx=True)
 
     def cold_size(self) -> int:
         """Entries below this index are read from the cold tier (0 without one)."""

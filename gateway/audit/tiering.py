@@ -119,6 +119,7 @@ class Tiering:
         with self.checkpointer.holding_lock() as token:
             if token is None:
                 return moved
+            self.log.ensure_store_id()
             self.clear_pending()
             while max_chunks is None or len(moved) < max_chunks:
                 start = self.log.cold_size()

@@ -3,7 +3,12 @@ verify, queries and people's histories give the same answers across both tiers."
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import random
+import signal
 import threading
+import time
 from pathlib import Path
 from typing import cast
 
@@ -26,6 +31,7 @@ from gateway.audit.tiering import Tiering
 from gateway.audit.verify import verify_log
 from gateway.store import Store
 from tests.audit.factories import ORIGIN, fill, person_event
+from tests.audit.workers import grow_and_tier
 
 # Small shapes, so a few hundred entries cross every boundary: hash tiles of 4 (levels 0-1,
 # 2-3, 4-5, 6-7 each in their own tile level), Redis tile keys of 8, chunks of 16.
@@ -298,3 +304,45 @@ def test_cold_objects_never_change(cold: FileColdStore) -> None:
     with pytest.raises(ValueError):
         cold.put("../outside", b"x")
     assert cold.names("shard-0/") == ["shard-0/tile/0/000"]
+
+
+def test_a_mover_killed_at_any_moment_leaves_a_log_that_verifies_and_reads_whole(
+    log: AuditLog, checkpointer: Checkpointer, store: Store, audit_keys_dir: Path, cold: FileColdStore
+) -> None:
+    context = multiprocessing.get_context("spawn")
+    for round_number in range(4):
+        victim = context.Process(target=grow_and_tier, args=(
+            store.url, store.keys.prefix, str(audit_keys_dir), str(cold.root), 100_000 * round_number))
+        victim.start()
+        deadline = time.monotonic() + 20
+        while log.cold_size() < 48 * (round_number + 1) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(random.uniform(0, 0.05))  # somewhere inside a move, or between moves
+        os.kill(cast(int, victim.pid), signal.SIGKILL)
+        victim.join(timeout=10)
+        store.redis.delete(store.keys.audit_shard(0).audit_checkpoint_lock())  # its lock dies with it
+        size = log.size()
+        assert not any(isinstance(e, str) for e in log.read_entries(list(range(size))))
+    checkpointer.checkpoint()
+    Tiering(log, checkpointer, hot_entries=HOT).move()
+    keys = store.keys.audit_shard(0)
+    assert int(store.redis.get(keys.audit_cold_cleaned()) or 0) == log.cold_size() >= 192
+    assert store.redis.hlen(keys.audit_entries()) == log.size() - log.cold_size()
+    report = verify_log(log)
+    assert report.ok, report.problem
+
+
+def test_a_log_begun_again_on_an_empty_redis_never_meets_the_old_cold_objects(
+    log: AuditLog, checkpointer: Checkpointer, store: Store, audit_keys: AuditKeys, cold: FileColdStore
+) -> None:
+    grow(log, checkpointer, 60)
+    Tiering(log, checkpointer, hot_entries=HOT).move()
+    old_prefix = log.objects.prefix
+    for key in store.redis.scan_iter(match=f"{store.keys.prefix}{{audit}}*"):
+        store.redis.delete(key)  # Redis lost everything
+    again = AuditLog(store, audit_keys, cold=cold, layout=LAYOUT)
+    again_checkpointer = Checkpointer(again, audit_keys.signer, every_events=1_000_000, every_seconds=3600)
+    grow(again, again_checkpointer, 60, start=500)
+    assert Tiering(again, again_checkpointer, hot_entries=HOT).move()
+    assert again.objects.prefix != old_prefix
+    assert cold.names(old_prefix) and verify_log(again).ok
