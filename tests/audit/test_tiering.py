@@ -54,11 +54,14 @@ def checkpointer(log: AuditLog, audit_keys: AuditKeys) -> Checkpointer:
     return Checkpointer(log, audit_keys.signer, every_events=1_000_000, every_seconds=3600)
 
 
-def grow(log: AuditLog, checkpointer: Checkpointer, count: int, start: int = 0, every: int = 10) -> list[bytes]:
+def grow(
+    log: AuditLog, checkpointer: Checkpointer, count: int, start: int = 0, every: int = 10
+) -> list[bytes]:
     """Append ``count`` person events with a checkpoint every ``every``; their leaf hashes."""
     leaves = []
     for first in range(start, start + count, every):
-        leaves += [log.append_event(person_event(n)).leaf_hash for n in range(first, min(start + count, first + every))]
+        batch = range(first, min(start + count, first + every))
+        leaves += [log.append_event(person_event(n)).leaf_hash for n in batch]
         checkpointer.checkpoint()
     return leaves
 
@@ -90,8 +93,10 @@ def test_moved_chunks_leave_redis_and_every_root_and_proof_stays_the_same(
     assert not any(store.redis.hexists(keys.audit_entries(), str(i)) for i in range(boundary))
     assert store.redis.hexists(keys.audit_entries(), str(boundary))
     assert not store.redis.exists(keys.audit_tile(0, 0), keys.audit_tile(0, 33), keys.audit_tile(4, 1))
-    assert all(int(i) >= boundary for i in store.redis.lrange(keys.audit_index("action", "userinfo_read"), 0, -1))
-    assert all(score >= boundary for _, score in store.redis.zrange(keys.audit_checkpoints(), 0, -1, withscores=True))
+    indexed = store.redis.lrange(keys.audit_index("action", "userinfo_read"), 0, -1)
+    assert all(int(i) >= boundary for i in indexed)
+    checkpoints = store.redis.zrange(keys.audit_checkpoints(), 0, -1, withscores=True)
+    assert all(score >= boundary for _, score in checkpoints)
 
     fresh = AuditLog(store, log.keys, cold=log.cold, layout=LAYOUT)  # knows nothing of the boundary
     memory = reference(leaves)
