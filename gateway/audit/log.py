@@ -117,7 +117,7 @@ class AuditLog:
         self.cold = cold
         self.objects = ShardObjects(shard, self._store_id)
         self.boundary = ColdBoundary(self.cold_size)
-        hot_tiles = RedisTiles(store.redis, self.shard_keys, layout.redis_tile_width)
+        hot_tiles = RedisTiles(store.redis, self.shard_keys, layout.redis_tile_width, 1 << layout.tile_height)
         self.tiles = TieredTiles(hot_tiles, cold, self.objects, self.boundary, layout.tile_height)
         self.chunk_entries = layout.chunk_entries  # what tiering moves at once
         self._cold_entries = None if cold is None else ColdEntries(cold, self.objects, self.tiles.width)

@@ -259,8 +259,8 @@ class Tiering:
     def _redis_tiles_below(self, start: int, stop: int) -> Iterable[tuple[int, int]]:
         """Redis tile keys whose every node the cold tier holds once the boundary is ``stop``
         and that ``[start, stop)`` completed (a key's span is a multiple of its tlog tile span)."""
-        width, level = self.log.tiles.hot.width, 0
-        while (span := width << level) <= stop:
+        hot, level = self.log.tiles.hot, 0
+        while (span := hot.span_at(level)) <= stop:
             yield from ((level, tile) for tile in range(start // span, stop // span))
             level += 1
 

@@ -13,7 +13,6 @@ import pytest
 
 from gateway.audit import AuditLog, Checkpointer, canonical_json, leaf_hash, verify_log
 from gateway.audit.merkle import HASH_SIZE
-from gateway.audit.tiles import TILE_WIDTH
 from gateway.store import Store
 from tests.audit.factories import fill, make_event
 
@@ -141,8 +140,9 @@ def test_truncating_inside_the_unsealed_tail_is_caught_by_the_seal_mark(log: Aud
 
 def test_changing_a_stored_tree_hash_is_caught_at_its_subtree(log: AuditLog, store: Store) -> None:
     level, index = 3, 2  # leaves [16, 24)
-    key = store.keys.audit_tile(level, index // TILE_WIDTH)
-    store.redis.setrange(key, (index % TILE_WIDTH) * HASH_SIZE, secrets.token_bytes(HASH_SIZE))
+    width = log.tiles.hot.width_at(level)
+    key = store.keys.audit_tile(level, index // width)
+    store.redis.setrange(key, (index % width) * HASH_SIZE, secrets.token_bytes(HASH_SIZE))
     assert first_bad(log) == 16
 
 

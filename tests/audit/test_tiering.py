@@ -93,6 +93,11 @@ def test_moved_chunks_leave_redis_and_every_root_and_proof_stays_the_same(
     assert not any(store.redis.hexists(keys.audit_entries(), str(i)) for i in range(boundary))
     assert store.redis.hexists(keys.audit_entries(), str(boundary))
     assert not store.redis.exists(keys.audit_tile(0, 0), keys.audit_tile(0, 33), keys.audit_tile(4, 1))
+    # No tile key left at any level spans only cold leaves: none stays behind as the tree grows.
+    tile_prefix = keys.audit_tile(0, 0).rsplit(":", 2)[0]
+    for name in store.redis.scan_iter(match=f"{tile_prefix}:*", count=1000):
+        level, number = map(int, name.decode().rsplit(":", 2)[1:])
+        assert (number + 1) * log.tiles.hot.span_at(level) > boundary, name
     indexed = store.redis.lrange(keys.audit_index("action", "userinfo_read"), 0, -1)
     assert all(int(i) >= boundary for i in indexed)
     checkpoints = store.redis.zrange(keys.audit_checkpoints(), 0, -1, withscores=True)
@@ -197,6 +202,26 @@ def test_redis_memory_for_the_log_stays_bounded_as_the_log_grows(
     # Six times the entries, about the same Redis memory: what grows is time (the hour table
     # gains one field an hour), not history.
     assert sum(large.values()) < 1.3 * small, sorted(large.items(), key=lambda kv: -kv[1])[:5]
+    assert verify_log(log).ok
+
+
+def test_the_tree_hashes_left_in_redis_do_not_grow_with_the_height_of_the_tree(
+    store: Store, audit_keys: AuditKeys, cold: FileColdStore
+) -> None:
+    # Redis tile keys wider than a chunk, as in production (65,536 against tlog tiles of 256):
+    # a key at a higher level must not keep a full key's worth of cold hashes at every level.
+    wide = TierLayout(tile_height=2, redis_tile_width=64, chunk_entries=16)
+    log = AuditLog(store, audit_keys, cold=cold, layout=wide)
+    checkpointer = Checkpointer(log, audit_keys.signer, every_events=1_000_000, every_seconds=3600)
+    tiering = Tiering(log, checkpointer, hot_entries=64)
+    grow(log, checkpointer, 4000, every=500)
+    tiering.move()
+    tile_prefix = store.keys.audit_shard(0).audit_tile(0, 0).rsplit(":", 2)[0]
+    tile_bytes = sum(cast(int, store.redis.strlen(name))
+                     for name in store.redis.scan_iter(match=f"{tile_prefix}:*", count=1000))
+    hot = log.size() - log.cold_size()
+    # The hot leaves and their parents (less than twice the leaves), plus one key's slack.
+    assert tile_bytes <= 32 * (2 * hot + 2 * 64), tile_bytes
     assert verify_log(log).ok
 
 
