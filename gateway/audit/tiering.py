@@ -1,6 +1,6 @@
 """Moving the signed past of the log to the cold tier, so Redis holds only a bounded tail.
 
-Redis memory for the audit log would otherwise grow with history (about 770 bytes per event,
+Redis memory for the audit log would otherwise grow with history (600-800 bytes per event,
 docs/scaling.md). :class:`Tiering` keeps the newest ``hot_entries`` entries in Redis and moves
 older ones, a chunk of ``chunk_entries`` at a time, to the cold store (gateway/audit/cold.py):
 entry bundles, full hash tiles, the chunk's query index and its checkpoint notes. A chunk moves

@@ -352,7 +352,7 @@ class Settings(BaseSettings):
     audit_hot_entries: int = Field(
         default=262_144, ge=0, le=1 << 40,
         description="Newest entries per audit shard kept in Redis when audit_cold_dir is set; "
-                    "Redis memory for the log is about 770 bytes times this, per shard.")
+                    "Redis memory for the log is about 600-800 bytes times this, per shard.")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=10 * 1024 * 1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     metrics_token_sha256: str = Field(
