@@ -172,11 +172,13 @@ class AuditQuery:
     def page(self, flt: AuditFilter, cursor: int = 0, limit: int = 100, max_scan: int = 10_000) -> Page:
         """Up to ``limit`` matching events from index ``cursor`` on, looking at no more than
         ``max_scan`` candidates (a page may be short; follow ``next_cursor``)."""
-        cold = self._cold_boundary()
-        page = self._page(flt, cursor, limit, max_scan, cold)
-        if self._cold_boundary() != cold:  # entries moved to the cold tier meanwhile: again
-            return self._page(flt, cursor, limit, max_scan, self._cold_boundary())
-        return page
+        # Entries moved to the cold tier meanwhile are gone from the Redis lists the page read:
+        # read it again until no move overlapped (each move is a chunk, so this ends quickly).
+        while True:
+            cold = self._cold_boundary()
+            page = self._page(flt, cursor, limit, max_scan, cold)
+            if self._cold_boundary() == cold:
+                return page
 
     def _page(self, flt: AuditFilter, cursor: int, limit: int, max_scan: int, cold: int) -> Page:
         size = self.log.size()
