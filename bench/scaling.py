@@ -247,11 +247,15 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=6)
     parser.add_argument("--name", default="scaling")
     args = parser.parse_args()
-    result = measure(args.seconds, args.processes, args.shards)
+    publish(args.name, measure(args.seconds, args.processes, args.shards), report)
+
+
+def publish(name: str, result: dict[str, Any], render: Callable[[dict[str, Any]], str]) -> None:
+    """Write ``bench/results/<name>.json`` and the rendered ``<name>.md``, and print the latter."""
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = report(result)
-    (RESULTS / f"{args.name}.md").write_text(text)
+    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = render(result)
+    (RESULTS / f"{name}.md").write_text(text)
     print(text)
 
 

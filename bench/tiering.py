@@ -19,7 +19,6 @@ a fresh key prefix that is deleted afterwards, and a temporary cold directory. R
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import random
 import secrets
@@ -29,14 +28,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from bench.audit_bench import PERSONS, _redis_url, append_range, timed
 from bench.redis_meter import delete_prefix, escape_pattern, memory_usage, scan_keys
-from bench.scaling import _machine
+from bench.scaling import _machine, publish
 from gateway.audit import AuditFilter, AuditService, verify_log
 from gateway.audit.cold import CHUNK_ENTRIES
 from gateway.store import Store
 
-RESULTS = Path(__file__).resolve().parent / "results"
 ORIGIN = "bench.example/audit"  # bench.audit_bench's: its append_range loads the same keys
 
 
@@ -65,8 +65,6 @@ def measure(url: str, chunks: int, hot: int, processes: int, samples: int) -> di
     prefix = f"cgbench:{secrets.token_hex(4)}:"
     keys_dir = tempfile.mkdtemp(prefix="cg-tier-keys-")
     cold_dir = Path(tempfile.mkdtemp(prefix="cg-tier-cold-"))
-    import redis
-
     store = Store(redis.Redis.from_url(url), prefix)
     service = AuditService(store, Path(keys_dir), ORIGIN, cold_dir=cold_dir, hot_entries=hot)
     shard = service.shards[0]
@@ -161,11 +159,7 @@ def main() -> None:
         if embedded is not None:
             embedded.shutdown()
     result["machine"] = _machine()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = report(result)
-    (RESULTS / f"{args.name}.md").write_text(text)
-    print(text)
+    publish(args.name, result, report)
 
 
 if __name__ == "__main__":
